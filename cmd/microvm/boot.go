@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/microvm/microvm/images"
+	"github.com/microvm/microvm/images/guests"
+	"github.com/microvm/microvm/vmm"
+	"github.com/spf13/cobra"
+)
+
+type bootFlags struct {
+	guest    string
+	memory   string
+	cpus     int
+	cmdline  string
+	format   string
+	timeout  time.Duration
+	quiet    bool
+	json     bool
+	stdin    bool
+	logLevel string
+}
+
+func (a *app) newBootCmd() *cobra.Command {
+	var f bootFlags
+	cmd := &cobra.Command{
+		Use:   "boot [IMAGE]",
+		Short: "Boot a tiny guest or a Linux kernel through /dev/kvm",
+		Long: `Boot IMAGE in a micro-VM: a tiny-guest ELF64 or flat binary (see the README's
+tiny-guest ABI). With no IMAGE, boot the embedded guest named by --guest
+(default "hello"). Embedded guests: ` + guestList() + `.
+
+The guest's serial console goes to stdout (to stderr with --json). When stdin
+is a terminal it is put in raw mode and fed to the guest's serial port; type
+Ctrl-A x to stop the VM (Ctrl-A Ctrl-A sends a literal Ctrl-A).
+
+Exit status: the guest's own status (0-119) when it writes the exit port,
+0 when it halts, resets or powers off; 120 status out of range, 121 guest
+crash (triple fault, KVM internal error), 122 guest kernel panic, 123 usage
+error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
+		Example: `  microvm boot                               # the embedded hello guest
+  microvm boot --guest ready --json          # benchmark guest, result as JSON
+  microvm boot --guest exit --cmdline 42     # exits with status 42
+  microvm boot --guest smp --cpus 4          # every vCPU reports in
+  microvm boot ./guest.elf --memory 256M --timeout 5s
+  microvm boot ./code.bin --format flat      # a flat binary entered at 0x100000`,
+		Args: maxArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.boot(cmd, args, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.guest, "guest", "g", "", "boot the embedded guest `NAME` (default hello when no IMAGE)")
+	fl.StringVarP(&f.memory, "memory", "m", "128M", "guest RAM `SIZE` (K, M, G suffixes)")
+	fl.IntVarP(&f.cpus, "cpus", "c", 1, "number of vCPUs")
+	fl.StringVar(&f.cmdline, "cmdline", "", "command line handed to the guest")
+	fl.StringVar(&f.format, "format", "auto", "image `FORMAT`: auto, elf or flat")
+	fl.DurationVarP(&f.timeout, "timeout", "t", 10*time.Second, "stop the VM after this long (0 = never)")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "discard the guest's console output")
+	fl.BoolVar(&f.json, "json", false, "print the result as JSON on stdout (console goes to stderr)")
+	fl.BoolVar(&f.stdin, "stdin", false, "feed stdin to the guest's serial port even when it is not a terminal")
+	fl.StringVar(&f.logLevel, "log-level", "warn", "VMM log `LEVEL`: debug, info, warn or error")
+	return cmd
+}
+
+func guestList() string {
+	var parts []string
+	for _, n := range guests.Names() {
+		parts = append(parts, n+" ("+guests.Describe(n)+")")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// bootReport is the --json output of boot.
+type bootReport struct {
+	*vmm.Result
+	Image        string  `json:"image"`
+	ExitCode     int     `json:"exit_code"`
+	Summary      string  `json:"summary"`
+	ReadyMillis  float64 `json:"ready_ms,omitempty"`
+	ExitMillis   float64 `json:"exit_ms"`
+	SetupMillis  float64 `json:"setup_ms"`
+	HostKind     string  `json:"host_kind"`
+	ProcessMilli float64 `json:"process_ms"`
+}
+
+func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
+	processStart := time.Now()
+	cfg, name, err := bootConfig(args, f)
+	if err != nil {
+		return err
+	}
+	level, err := parseLogLevel(f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	switch {
+	case f.quiet:
+		cfg.Console = io.Discard
+	case f.json:
+		cfg.Console = a.stderr
+	default:
+		cfg.Console = a.stdout
+	}
+
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	if f.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+	}
+
+	m, err := vmm.New(cfg)
+	if err != nil {
+		return withCode(newErrorCode(err), fmt.Errorf("boot %s: %w", name, err))
+	}
+	defer m.Close()
+
+	if !f.quiet && !f.json {
+		restore, err := attachConsole(a.stdin, m, f.stdin)
+		if err != nil {
+			return withCode(exitHost, err)
+		}
+		defer restore()
+	}
+
+	res, err := m.Run(ctx)
+	if err != nil {
+		return withCode(exitHost, err)
+	}
+	code, msg := resultCode(res)
+	if res.Reason == vmm.ReasonStopped && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		code, msg = exitInterrupted, "interrupted"
+	}
+	if f.json {
+		rep := bootReport{
+			Result: res, Image: name, ExitCode: code, Summary: res.Summary(),
+			ExitMillis: ms(res.ExitAfter), SetupMillis: ms(res.SetupTime),
+			HostKind: string(vmm.DetectHost()), ProcessMilli: ms(time.Since(processStart)),
+		}
+		if res.Ready {
+			rep.ReadyMillis = ms(res.ReadyAfter)
+		}
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return withCode(exitHost, err)
+		}
+	}
+	if msg != "" && !f.json {
+		fmt.Fprintf(a.stderr, "microvm: %s\n", msg)
+	}
+	return silentOrOK(code)
+}
+
+func silentOrOK(code int) error {
+	if code == exitOK {
+		return nil
+	}
+	return silentExit(code)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// bootConfig turns flags and arguments into a machine config and a name for
+// the image.
+func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
+	var cfg vmm.Config
+	mem, err := vmm.ParseBytes(f.memory)
+	if err != nil {
+		return cfg, "", usageErrorf("--memory: %v", err)
+	}
+	if f.cpus < 1 {
+		return cfg, "", usageErrorf("--cpus %d: need at least 1", f.cpus)
+	}
+	format, err := images.ParseFormat(f.format)
+	if err != nil {
+		return cfg, "", usageErrorf("--format: %v", err)
+	}
+	if f.timeout < 0 {
+		return cfg, "", usageErrorf("--timeout %v: must not be negative", f.timeout)
+	}
+	var name string
+	switch {
+	case len(args) == 1 && f.guest != "":
+		return cfg, "", usageErrorf("give an IMAGE or --guest, not both")
+	case len(args) == 1:
+		name = args[0]
+		cfg.Image, err = readImage(name)
+		if err != nil {
+			return cfg, "", withCode(exitBadImage, err)
+		}
+	default:
+		g := f.guest
+		if g == "" {
+			g = guests.Default
+		}
+		name = "guest:" + g
+		cfg.Image, err = guests.Get(g)
+		if err != nil {
+			return cfg, "", usageErrorf("--guest: %v", err)
+		}
+	}
+	cfg.MemoryBytes, cfg.CPUs, cfg.Cmdline, cfg.Format = mem, f.cpus, f.cmdline, format
+	return cfg, name, nil
+}
+
+// maxImageSize bounds what boot reads into memory.
+const maxImageSize = 1 << 30
+
+// readImage reads an image file with errors that say what is wrong with it.
+func readImage(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", path, errors.Unwrap(err))
+	}
+	switch {
+	case st.IsDir():
+		return nil, fmt.Errorf("image %s is a directory, not an image file", path)
+	case !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0:
+		return nil, fmt.Errorf("image %s is not a regular file", path)
+	case st.Size() == 0:
+		return nil, fmt.Errorf("image %s is empty (0 bytes)", path)
+	case st.Size() > maxImageSize:
+		return nil, fmt.Errorf("image %s is %d MiB, more than the %d MiB limit", path, st.Size()>>20, maxImageSize>>20)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read image %s: %w", path, errors.Unwrap(err))
+	}
+	return b, nil
+}
+
+// newErrorCode maps an error from vmm.New to an exit status.
+func newErrorCode(err error) int {
+	var ce *vmm.ConfigError
+	switch {
+	case errors.As(err, &ce):
+		return exitUsage
+	case errors.Is(err, images.ErrBadImage):
+		return exitBadImage
+	}
+	return exitHost
+}
+
+// resultCode maps a run's result to the process exit status and, for
+// anything but a clean end, a message for stderr.
+func resultCode(r *vmm.Result) (int, string) {
+	switch r.Reason {
+	case vmm.ReasonExit:
+		if r.Status > maxGuestStatus {
+			return exitGuestRange, fmt.Sprintf("guest exit status %d is out of range (0-%d)", r.Status, maxGuestStatus)
+		}
+		return int(r.Status), ""
+	case vmm.ReasonHalt, vmm.ReasonReset, vmm.ReasonPowerOff:
+		return exitOK, ""
+	case vmm.ReasonPanic:
+		return exitGuestPanic, r.Summary()
+	case vmm.ReasonTripleFault, vmm.ReasonCrash:
+		return exitGuestCrash, r.Summary()
+	case vmm.ReasonTimeout:
+		return exitTimeout, r.Summary()
+	case vmm.ReasonStopped:
+		return exitInterrupted, r.Summary()
+	}
+	return exitHost, r.Summary()
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, usageErrorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

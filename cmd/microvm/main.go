@@ -1,0 +1,103 @@
+// Command microvm boots tiny guests and Linux kernels through /dev/kvm,
+// runs the same workload in containers, benchmarks the two side by side and
+// manages full VMs through libvirtd.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = "dev"
+
+// app holds what every subcommand shares: the streams it writes to.
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func main() {
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	os.Exit(a.run(os.Args[1:]))
+}
+
+// run executes the command line and returns the process exit status.
+func (a *app) run(args []string) int {
+	root := a.newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var s silentExit
+	if errors.As(err, &s) {
+		return int(s)
+	}
+	code := codeOf(err)
+	fmt.Fprintf(a.stderr, "microvm: %v\n", err)
+	if code == exitUsage {
+		fmt.Fprintf(a.stderr, "Run 'microvm --help' for usage.\n")
+	}
+	return code
+}
+
+func (a *app) newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "microvm",
+		Short: "Boot micro-VMs through /dev/kvm, compare them with containers, manage VMs via libvirt",
+		Long: `microvm drives /dev/kvm directly to boot tiny freestanding guests and Linux
+kernels with a serial console and virtio devices, runs the same workload in
+containers, measures VM and container startup side by side, and manages full
+VMs through libvirtd.`,
+		Example: `  microvm boot                      # boot the embedded hello guest
+  microvm boot --guest ready --json # the benchmark guest, result as JSON
+  microvm check                     # can this host boot guests?`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return withCode(exitUsage, err)
+	})
+	root.AddCommand(
+		a.newBootCmd(),
+		a.newCheckCmd(),
+		a.newVersionCmd(),
+	)
+	return root
+}
+
+// noArgs rejects positional arguments with a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+// maxArgs allows at most n positional arguments.
+func maxArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > n {
+			return usageErrorf("%s takes at most %d argument(s), got %q", cmd.CommandPath(), n, args)
+		}
+		return nil
+	}
+}
+
+// exactArgs requires exactly n positional arguments.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErrorf("%s takes exactly %d argument(s), got %d", cmd.CommandPath(), n, len(args))
+		}
+		return nil
+	}
+}

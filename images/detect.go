@@ -1,0 +1,106 @@
+package images
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Format is a kind of bootable image.
+type Format int
+
+// Formats microvm knows.
+const (
+	FormatUnknown Format = iota
+	FormatELF            // tiny-guest ELF64 (ABI v1)
+	FormatFlat           // flat binary entered at FlatLoadAddr
+	FormatBzImage        // Linux bzImage
+	FormatVmlinux        // Linux vmlinux ELF
+)
+
+var formatNames = []string{"unknown", "elf", "flat", "bzimage", "vmlinux"}
+
+// String returns the format's name as the --format flag spells it.
+func (f Format) String() string {
+	if int(f) < len(formatNames) {
+		return formatNames[f]
+	}
+	return fmt.Sprintf("format-%d", int(f))
+}
+
+// ParseFormat maps a --format value to a Format; "auto" gives FormatUnknown.
+func ParseFormat(s string) (Format, error) {
+	switch strings.ToLower(s) {
+	case "", "auto":
+		return FormatUnknown, nil
+	case "elf":
+		return FormatELF, nil
+	case "flat", "bin", "raw":
+		return FormatFlat, nil
+	case "bzimage":
+		return FormatBzImage, nil
+	case "vmlinux":
+		return FormatVmlinux, nil
+	}
+	return FormatUnknown, fmt.Errorf("unknown image format %q (want auto, elf, flat, bzimage or vmlinux)", s)
+}
+
+// ErrBadImage wraps every error about the contents of an image, so callers
+// can tell "the image is wrong" from "the host failed".
+var ErrBadImage = errors.New("bad image")
+
+func badImagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadImage, fmt.Sprintf(format, args...))
+}
+
+// Detect tells what data is. A flat binary has no signature, so Detect
+// never returns FormatFlat: data it cannot recognise is an error that says
+// how to boot it as flat anyway.
+func Detect(data []byte) (Format, error) {
+	switch {
+	case len(data) == 0:
+		return FormatUnknown, badImagef("the image is empty (0 bytes)")
+	case IsBzImage(data):
+		return FormatBzImage, nil
+	case bytes.HasPrefix(data, []byte(elf.ELFMAG)):
+		if IsVmlinux(data) {
+			return FormatVmlinux, nil
+		}
+		return FormatELF, nil
+	}
+	return FormatUnknown, badImagef("unrecognised image format (%d bytes, starts % x); not ELF64 or a Linux bzImage — use --format flat to boot a flat binary at %#x",
+		len(data), data[:min(len(data), 8)], FlatLoadAddr)
+}
+
+// IsBzImage reports whether data carries a Linux boot-protocol setup header
+// ("HdrS" at 0x202, boot flag 0xAA55 at 0x1FE).
+func IsBzImage(data []byte) bool {
+	return len(data) >= 0x206 &&
+		binary.LittleEndian.Uint16(data[0x1fe:]) == 0xaa55 &&
+		string(data[0x202:0x206]) == "HdrS"
+}
+
+// kernelVirtBase is where x86-64 Linux maps its text (__START_KERNEL_map).
+const kernelVirtBase = 0xffffffff80000000
+
+// IsVmlinux reports whether data is a Linux kernel ELF: an x86-64 ELF64
+// whose entry lies in the kernel's virtual address range, or which carries
+// a Linux or Xen (PVH) ELF note.
+func IsVmlinux(data []byte) bool {
+	f, err := ParseELF64(data)
+	if err != nil {
+		return false
+	}
+	if f.Entry >= kernelVirtBase {
+		return true
+	}
+	for _, n := range f.Notes() {
+		if n.Name == "Xen" || n.Name == "Linux" {
+			return true
+		}
+	}
+	return false
+}

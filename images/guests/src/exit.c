@@ -1,0 +1,15 @@
+/* exit: exits with the status named on its cmdline (the first decimal
+ * number in it, e.g. "42" or "status=42"); 0 when there is none. */
+#include "guest.h"
+
+int main(const struct bootinfo *bi, u64 cpu) {
+	(void)cpu;
+	if (!check_bootinfo(bi)) return 1;
+	const char *s = (const char *)bi->cmdline_addr;
+	u32 n = bi->cmdline_len, i = 0;
+	while (i < n && (s[i] < '0' || s[i] > '9')) i++;
+	u64 status = 0;
+	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) status = status * 10 + (u64)(s[i] - '0');
+	print("exit: status %u\n", status);
+	vm_exit((u32)status);
+}

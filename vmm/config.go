@@ -1,0 +1,143 @@
+package vmm
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/microvm/microvm/images"
+	"github.com/microvm/microvm/kvm"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults and limits of a machine.
+const (
+	DefaultMemory = 128 << 20
+	// MinMemory is the least RAM a guest can have: 1 MiB for the VMM's
+	// pages below 1 MiB and 1 MiB for the image.
+	MinMemory = 2 << 20
+)
+
+// Config describes a machine to build.
+type Config struct {
+	// Image is the bytes to boot: a tiny-guest ELF64 or flat binary.
+	Image []byte
+	// Format of Image; FormatUnknown detects it.
+	Format images.Format
+	// Cmdline is handed to the guest.
+	Cmdline string
+	// MemoryBytes is the guest RAM size (DefaultMemory when 0), a multiple
+	// of 4 KiB.
+	MemoryBytes uint64
+	// CPUs is the number of vCPUs (1 when 0).
+	CPUs int
+	// Console receives the guest's serial output (discarded when nil).
+	Console io.Writer
+	// Logger gets the VMM's diagnostics (discarded when nil).
+	Logger *slog.Logger
+	// System is an open /dev/kvm to use; when nil, New opens DevicePath
+	// (kvm.DevicePath when empty) and Close closes it.
+	System     *kvm.System
+	DevicePath string
+}
+
+// ConfigError is a problem with a Config: the caller asked for something
+// impossible, as opposed to the host failing.
+type ConfigError struct{ msg string }
+
+func (e *ConfigError) Error() string { return e.msg }
+
+func configErrorf(format string, args ...any) error {
+	return &ConfigError{msg: fmt.Sprintf(format, args...)}
+}
+
+// withDefaults fills zero fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = DefaultMemory
+	}
+	if c.CPUs == 0 {
+		c.CPUs = 1
+	}
+	if c.Console == nil {
+		c.Console = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.DevicePath == "" {
+		c.DevicePath = kvm.DevicePath
+	}
+	switch {
+	case c.MemoryBytes < MinMemory:
+		return c, configErrorf("memory %s is too small: a guest needs at least %s", FormatBytes(c.MemoryBytes), FormatBytes(MinMemory))
+	case c.MemoryBytes%pageSize != 0:
+		return c, configErrorf("memory %d bytes is not a multiple of 4 KiB", c.MemoryBytes)
+	case c.CPUs < 0:
+		return c, configErrorf("cpus %d: must be at least 1", c.CPUs)
+	}
+	if host := hostMemory(); host > 0 && c.MemoryBytes > host {
+		return c, configErrorf("memory %s exceeds this host's RAM (%s)", FormatBytes(c.MemoryBytes), FormatBytes(host))
+	}
+	return c, nil
+}
+
+// hostMemory returns the host's total RAM, or 0 if unknown.
+func hostMemory() uint64 {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	return uint64(si.Totalram) * uint64(si.Unit)
+}
+
+// FormatBytes renders a size the way --memory takes it (128M, 1G, 4K), or
+// rounded to one decimal (23.5G) when it is not a whole number of units.
+func FormatBytes(n uint64) string {
+	for _, u := range []struct {
+		shift  uint
+		suffix string
+	}{{40, "T"}, {30, "G"}, {20, "M"}, {10, "K"}} {
+		if n >= 1<<u.shift {
+			if n%(1<<u.shift) == 0 {
+				return fmt.Sprintf("%d%s", n>>u.shift, u.suffix)
+			}
+			return fmt.Sprintf("%.1f%s", float64(n)/float64(uint64(1)<<u.shift), u.suffix)
+		}
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// ParseBytes parses a memory size: a number with an optional binary suffix
+// K, M, G or T (KiB, MiB, GiB and TiB are accepted too; a trailing B is
+// optional). A plain number is bytes.
+func ParseBytes(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	shift := uint(0)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			shift = 10
+		case 'M':
+			shift = 20
+		case 'G':
+			shift = 30
+		case 'T':
+			shift = 40
+		}
+		if shift > 0 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || t == "" {
+		return 0, fmt.Errorf("bad size %q: want a number with an optional K, M, G or T suffix (e.g. 128M)", s)
+	}
+	if v > (^uint64(0))>>shift {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return v << shift, nil
+}
