@@ -141,7 +141,7 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 	if err != nil {
 		return withCode(exitHost, err)
 	}
-	code, msg := resultCode(res)
+	code, msg := resultCode(res, f.timeout)
 	if res.Reason == vmm.ReasonStopped && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		code, msg = exitInterrupted, "interrupted"
 	}
@@ -182,6 +182,9 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	mem, err := vmm.ParseBytes(f.memory)
 	if err != nil {
 		return cfg, "", usageErrorf("--memory: %v", err)
+	}
+	if mem < vmm.MinMemory {
+		return cfg, "", usageErrorf("--memory %s is too small: a guest needs at least %s", f.memory, vmm.FormatBytes(vmm.MinMemory))
 	}
 	if f.cpus < 1 {
 		return cfg, "", usageErrorf("--cpus %d: need at least 1", f.cpus)
@@ -258,7 +261,7 @@ func newErrorCode(err error) int {
 
 // resultCode maps a run's result to the process exit status and, for
 // anything but a clean end, a message for stderr.
-func resultCode(r *vmm.Result) (int, string) {
+func resultCode(r *vmm.Result, timeout time.Duration) (int, string) {
 	switch r.Reason {
 	case vmm.ReasonExit:
 		if r.Status > maxGuestStatus {
@@ -272,11 +275,18 @@ func resultCode(r *vmm.Result) (int, string) {
 	case vmm.ReasonTripleFault, vmm.ReasonCrash:
 		return exitGuestCrash, r.Summary()
 	case vmm.ReasonTimeout:
-		return exitTimeout, r.Summary()
+		return exitTimeout, fmt.Sprintf("the guest did not finish within %v (--timeout)%s", timeout, lastLine(r))
 	case vmm.ReasonStopped:
 		return exitInterrupted, r.Summary()
 	}
 	return exitHost, r.Summary()
+}
+
+func lastLine(r *vmm.Result) string {
+	if r.LastConsoleLine == "" {
+		return ""
+	}
+	return fmt.Sprintf("; last console line: %q", r.LastConsoleLine)
 }
 
 func parseLogLevel(s string) (slog.Level, error) {
