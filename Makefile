@@ -37,6 +37,11 @@ FORCE:
 run: build
 	$(BIN) boot
 
+# images rebuilds the embedded tiny guests from images/guests/src (commit
+# the result: `go build` embeds images/guests/bin).
+images:
+	images/guests/build.sh images/guests/bin
+
 include $(wildcard mk/*.mk)
 
 # deps installs the Debian packages the tests need (skipped when present).

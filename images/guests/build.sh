@@ -6,6 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUTDIR}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 CC=${CC:-gcc}
 CFLAGS=(-O2 -std=gnu11 -Wall -Werror -ffreestanding -fno-pic -fno-pie -fno-stack-protector
 	-fno-asynchronous-unwind-tables -fno-unwind-tables -fcf-protection=none
