@@ -1,0 +1,23 @@
+# bench.mk — `microvm bench`: VM and container startup side by side.
+#
+#   make bench                      every path, interleaved (BENCH_FLAGS to tune)
+#   make bench BENCH_FLAGS='--runs 30 --plot bench.svg --markdown bench.md'
+#   make bench-go                   the Go benchmarks (benchstat-friendly)
+#
+# The tests boot the same tiny guest in QEMU (qemu-system-x86) and build
+# kvm_floor.c with cc; MICROVM_BENCH_REQUIRE names the paths that must be
+# available in `make test` (a missing one fails the test instead of skipping).
+
+APT_PACKAGES += qemu-system-x86 runc crun podman busybox-static
+TEST_ENV     += MICROVM_BENCH_REQUIRE=vm,vm-proc,kvm-floor,container,runc,crun,podman,qemu
+
+BENCH_FLAGS ?= --runs 10
+BENCH_COUNT ?= 10
+
+.PHONY: bench bench-go
+
+bench: deps build
+	$(BIN) bench --cache-dir $(CACHE) $(BENCH_FLAGS)
+
+bench-go: deps build
+	MICROVM_CACHE=$(CACHE) MICROVM_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -count $(BENCH_COUNT) ./bench/
