@@ -1,0 +1,251 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microvm/microvm/internal/rig"
+)
+
+// status runs a microvm command inside L1 and prints "status=N" whatever N
+// is (the rig runs commands with sh -e).
+func status(cmd string) string { return "set +e; " + cmd + `; echo "status=$?"` }
+
+func statusOf(t *testing.T, c *rig.CommandResult) int {
+	t.Helper()
+	m := regexp.MustCompile(`status=(\d+)`).FindAllStringSubmatch(c.Output, -1)
+	if len(m) == 0 {
+		t.Errorf("%s: no status line in output:\n%s", c.Name, c.Output)
+		return -1
+	}
+	n, _ := strconv.Atoi(m[len(m)-1][1])
+	return n
+}
+
+// jsonOf decodes the last JSON object in a command's output.
+func jsonOf(t *testing.T, c *rig.CommandResult, v any) {
+	t.Helper()
+	out := "\n" + c.Output
+	i := strings.LastIndex(out, "\n{")
+	j := strings.LastIndex(out, "\n}")
+	if i < 0 || j < i {
+		t.Fatalf("%s: no JSON in output:\n%s", c.Name, c.Output)
+	}
+	if err := json.Unmarshal([]byte(out[i+1:j+2]), v); err != nil {
+		t.Fatalf("%s: %v\n%s", c.Name, err, c.Output)
+	}
+}
+
+// TestRigMicrovm runs microvm on real KVM semantics: inside an L1 Linux
+// under QEMU TCG with emulated AMD-V (see internal/rig). There, unlike on a
+// kvm_pvm host, Linux user space runs: the lean kernel boots its busybox
+// initramfs to the ready marker, writes the ready register, runs the
+// command on its cmdline and powers off with its status. The tiny-guest
+// suite runs there too, so every ABI test also runs on SVM. Figures are
+// nested-under-TCG: ratios hold, absolutes do not.
+func TestRigMicrovm(t *testing.T) {
+	cfg, a := rig.Require(t)
+	if a.Microvm == "" || a.GuestVmlinux == "" || a.GuestBzImage == "" || a.GuestInitramfs == "" {
+		t.Skipf("SKIP: needs MICROVM_BIN, the lean kernel and the guest initramfs (`make test` provides them): %v", a)
+	}
+	cfg.Files = map[string]string{
+		"/bin/microvm":          a.Microvm,
+		"/guest/vmlinux":        a.GuestVmlinux,
+		"/guest/bzImage":        a.GuestBzImage,
+		"/guest/initramfs":      a.GuestInitramfs,
+		"/guest/root.ext4":      rootImage(t, a.GuestInitramfs),
+		"/guest/debian-vmlinuz": a.L1Kernel, // Debian's cloud kernel, as a guest too
+	}
+	if err := rig.AddQEMU(cfg.Files, a.QEMU); err != nil {
+		t.Fatal(err)
+	}
+	linux := func(kernel, extra, cmd string) string {
+		return fmt.Sprintf(`microvm boot %s --initrd /guest/initramfs --memory 256M --timeout 120s %s --append 'microvm.cmd="%s"'`, kernel, extra, cmd)
+	}
+	cmds := []rig.Command{
+		{Name: "check", Run: "microvm check --json"},
+		{Name: "hello", Run: "microvm boot"},
+		{Name: "ready", Run: "microvm boot --guest ready --json"},
+		{Name: "exit", Run: status("microvm boot --guest exit --cmdline 42")},
+		{Name: "smp", Run: "microvm boot --guest smp --cpus 4"},
+		{Name: "linux-vmlinux", Run: status(linux("/guest/vmlinux", "--json", "echo hello from linux user space; exit 3")), Timeout: 3 * time.Minute},
+		{Name: "linux-bzimage", Run: status(linux("/guest/bzImage", "--json --kernel-cache /tmp/kc", "true")), Timeout: 3 * time.Minute},
+		{Name: "linux-smp", Run: status(linux("/guest/vmlinux", "--cpus 2", "grep -c ^processor /proc/cpuinfo")), Timeout: 3 * time.Minute},
+		{Name: "linux-reboot", Run: status(linux("/guest/vmlinux", "--json", "reboot -f")), Timeout: 3 * time.Minute},
+		{Name: "linux-debian", Run: status(`microvm boot /guest/debian-vmlinuz --initrd /guest/initramfs --memory 512M --timeout 240s --json --kernel-cache /tmp/kc --append 'microvm.cmd="uname -r"'`), Timeout: 5 * time.Minute},
+		// virtio-blk as the root file system: write a file, then find it again in a second boot.
+		{Name: "virtio-blk-root", Run: status(`microvm boot /guest/vmlinux --disk /guest/root.ext4 --memory 256M --timeout 120s --append 'root=/dev/vda rw init=/init microvm.cmd="grep -q \"^/dev/root / ext4\" /proc/mounts && echo persisted > /written && sync"'`), Timeout: 3 * time.Minute},
+		{Name: "virtio-blk-reboot", Run: status(`microvm boot /guest/vmlinux --disk /guest/root.ext4 --memory 256M --timeout 120s --append 'root=/dev/vda ro init=/init microvm.cmd="cat /written"'`), Timeout: 3 * time.Minute},
+		// virtio-net: the guest pings L1 through a tap microvm creates.
+		{Name: "virtio-net-ping", Run: `set +e
+microvm boot /guest/vmlinux --initrd /guest/initramfs --net tap=mvtap0 --memory 256M --timeout 120s \
+	--append 'microvm.cmd="ip addr add 10.0.2.2/24 dev eth0 && ip link set eth0 up && ping -c 3 -W 5 10.0.2.1"' >/tmp/net.log 2>&1 &
+pid=$!
+i=0
+while [ ! -e /sys/class/net/mvtap0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+ip addr add 10.0.2.1/24 dev mvtap0 && ip link set mvtap0 up
+wait $pid
+st=$?
+cat /tmp/net.log
+echo "status=$st"`, Timeout: 3 * time.Minute},
+		{Name: "marker-microvm", Run: rig.MarkerScript("microvm boot /guest/vmlinux --initrd /guest/initramfs --memory 256M --timeout 120s", "microvm-init: ready"), Timeout: 3 * time.Minute},
+		{Name: "marker-qemu", Run: rig.MarkerScript(`qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 \
+	-nodefaults -no-user-config -display none -no-reboot -serial stdio \
+	-kernel /guest/vmlinux -initrd /guest/initramfs -append "console=ttyS0 reboot=t panic=-1"`, "microvm-init: ready"), Timeout: 3 * time.Minute},
+	}
+	hostile := []struct {
+		mode, flags string
+		want        int
+	}{
+		{"triple", "", exitGuestCrash},
+		{"ports", "", 0},
+		{"hltif", "", 0},
+		{"flood flood=2", "", 0},
+		{"range", "", exitGuestRange},
+		{"pagetables", "", exitGuestCrash},
+		{"spin2", "--cpus 2", 7},
+	}
+	for _, h := range hostile {
+		cmds = append(cmds, rig.Command{Name: "hostile-" + strings.Fields(h.mode)[0],
+			Run: status(fmt.Sprintf("microvm boot --guest hostile --quiet --timeout 60s %s --cmdline '%s'", h.flags, "mode="+h.mode))})
+	}
+	cfg.Commands = cmds
+	cfg.Timeout = 20 * time.Minute
+	res := rig.RunTest(t, cfg)
+	if !res.KVM {
+		t.Fatalf("L1 KVM setup failed: %s", res.KVMDetail)
+	}
+	get := func(name string) *rig.CommandResult {
+		c := res.Command(name)
+		if c == nil || !c.Done {
+			t.Fatalf("%s did not finish: %+v", name, c)
+		}
+		return c
+	}
+
+	var check checkReport
+	jsonOf(t, get("check"), &check)
+	if check.HostKind != "amd-v" || !check.HardwareAssisted || !check.CanBoot {
+		t.Errorf("microvm check inside the rig: %+v", check)
+	}
+	if c := get("hello"); !c.OK() || !strings.Contains(c.Output, "Hello from the microvm tiny guest!") {
+		t.Errorf("hello: %+v", c)
+	}
+	var ready bootReport
+	jsonOf(t, get("ready"), &ready)
+	if ready.Reason != "exit" || !ready.Ready || ready.ExitCode != 0 {
+		t.Errorf("ready guest: %+v", ready)
+	}
+	if s := statusOf(t, get("exit")); s != 42 {
+		t.Errorf("exit guest: status %d, want 42", s)
+	}
+	if c := get("smp"); !c.OK() || !strings.Contains(c.Output, "all 4 vcpus reported") {
+		t.Errorf("smp: %+v", c)
+	}
+
+	// Linux with user space: the marker, the ready register, the exit status.
+	c := get("linux-vmlinux")
+	var lv bootReport
+	jsonOf(t, c, &lv)
+	if s := statusOf(t, c); s != 3 || lv.Reason != "exit" || !lv.Ready ||
+		!strings.Contains(c.Output, "microvm-init: ready") || !strings.Contains(c.Output, "hello from linux user space") {
+		t.Errorf("linux vmlinux: status %d, report %+v\n%s", s, lv, c.Output)
+	}
+	c = get("linux-bzimage")
+	var lb bootReport
+	jsonOf(t, c, &lb)
+	if s := statusOf(t, c); s != 0 || !lb.Ready || lb.Kernel == nil || lb.Kernel.Decompress == nil {
+		t.Errorf("linux bzImage: status %d, report %+v", s, lb)
+	}
+	c = get("linux-smp")
+	if s := statusOf(t, c); s != 0 || !regexp.MustCompile(`(?m)^2\r?$`).MatchString(c.Output) {
+		t.Errorf("linux --cpus 2: status %d, want 2 processors:\n%s", s, c.Output)
+	}
+	c = get("linux-reboot")
+	var lr bootReport
+	jsonOf(t, c, &lr)
+	if s := statusOf(t, c); s != 0 || lr.Reason != "reset" {
+		t.Errorf("linux reboot: status %d reason %q", s, lr.Reason)
+	}
+
+	c = get("linux-debian")
+	var ld bootReport
+	jsonOf(t, c, &ld)
+	if s := statusOf(t, c); s != 0 || !ld.Ready || !strings.Contains(c.Output, "cloud-amd64") {
+		t.Errorf("Debian cloud kernel: status %d ready %v\n%s", s, ld.Ready, tail(c.Output, 3000))
+	} else {
+		t.Logf("nested under TCG: Debian cloud kernel launch→ready %.0f ms, host-side decompression %v (cached %v)",
+			ld.ReadyMillis, ld.Kernel.Decompress.Duration, ld.Kernel.Decompress.Cached)
+	}
+	if c := get("virtio-blk-root"); statusOf(t, c) != 0 {
+		t.Errorf("virtio-blk root file system:\n%s", tail(c.Output, 3000))
+	}
+	if c := get("virtio-blk-reboot"); statusOf(t, c) != 0 || !strings.Contains(c.Output, "persisted") {
+		t.Errorf("virtio-blk: the file written in the first boot is not there in the second:\n%s", tail(c.Output, 3000))
+	}
+	if c := get("virtio-net-ping"); statusOf(t, c) != 0 || !strings.Contains(c.Output, "3 packets received") {
+		t.Errorf("virtio-net ping from the guest to L1:\n%s", tail(c.Output, 3000))
+	}
+
+	for _, h := range hostile {
+		name := "hostile-" + strings.Fields(h.mode)[0]
+		if s := statusOf(t, get(name)); s != h.want {
+			t.Errorf("%s: status %d, want %d\n%s", name, s, h.want, get(name).Output)
+		}
+	}
+
+	// The peer comparison: same kernel, same initramfs, same L1, same clock.
+	secs := func(name string) float64 {
+		m := rig.MarkerRE.FindStringSubmatch(get(name).Output)
+		if m == nil {
+			t.Errorf("%s: no marker:\n%s", name, get(name).Output)
+			return 0
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	mv, q := secs("marker-microvm"), secs("marker-qemu")
+	if mv > 0 && q > 0 {
+		t.Logf("nested under TCG, lean vmlinux launch→marker: microvm %.2f s, QEMU -M microvm %.2f s (microvm/QEMU = %.2f); microvm ready_ms %.0f (vmlinux) %.0f (bzImage)",
+			mv, q, mv/q, lv.ReadyMillis, lb.ReadyMillis)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// rootImage builds an ext4 root file system holding the guest initramfs's
+// files (busybox and /init), for the virtio-blk root test.
+func rootImage(t *testing.T, initramfs string) string {
+	t.Helper()
+	for _, tool := range []string{"mkfs.ext4", "cpio", "gzip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIP: %s not found: cannot build the ext4 root image (apt-get install e2fsprogs cpio gzip)", tool)
+		}
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh := fmt.Sprintf("gzip -dc %q | cpio -idm --quiet && mkdir -p dev proc sys && mkfs.ext4 -q -F -L root -d . %q 32M",
+		initramfs, filepath.Join(dir, "root.ext4"))
+	cmd := exec.Command("sh", "-c", sh)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the ext4 root image: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "root.ext4")
+}
