@@ -71,8 +71,11 @@ const (
 	runExit          = 32 // the exit-reason union
 )
 
-// ErrInterrupted is returned by Run when a signal or an immediate-exit
-// request stopped KVM_RUN before the guest exited on its own.
+// ErrInterrupted is returned by Run when KVM_RUN returned before the guest
+// exited on its own: a signal or an immediate-exit request stopped it
+// (EINTR), or a halted application processor was woken by INIT/SIPI and
+// KVM asks to be called again (EAGAIN). Either way: check for a stop, then
+// run again.
 var ErrInterrupted = errors.New("KVM_RUN interrupted")
 
 // VCPU is a virtual CPU fd with its mmapped kvm_run area.
@@ -106,7 +109,7 @@ func (c *VCPU) Close() error {
 // ErrInterrupted when a signal or SetImmediateExit stopped it.
 func (c *VCPU) Run() error {
 	if err := runOnce(c.fd); err != nil {
-		if errors.Is(err, unix.EINTR) {
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			return ErrInterrupted
 		}
 		return fmt.Errorf("KVM_RUN on vCPU %d: %w", c.id, err)

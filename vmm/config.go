@@ -22,12 +22,25 @@ const (
 
 // Config describes a machine to build.
 type Config struct {
-	// Image is the bytes to boot: a tiny-guest ELF64 or flat binary.
+	// Image is the bytes to boot: a tiny-guest ELF64 or flat binary, or a
+	// Linux bzImage or vmlinux.
 	Image []byte
 	// Format of Image; FormatUnknown detects it.
 	Format images.Format
-	// Cmdline is handed to the guest.
+	// Cmdline is handed to the guest. For a Linux kernel an empty Cmdline
+	// means DefaultLinuxCmdline; host adaptations are appended either way.
 	Cmdline string
+	// AppendCmdline is appended to Cmdline (to DefaultLinuxCmdline when
+	// Cmdline is empty and the guest is Linux), separated by a space.
+	AppendCmdline string
+	// Initrd is a Linux guest's initial ramdisk (optional).
+	Initrd []byte
+	// KernelCacheDir caches vmlinux images decompressed from bzImages,
+	// keyed by the image's SHA-256 ("" disables the cache).
+	KernelCacheDir string
+	// Host overrides host detection (DetectHost) for the adaptations a
+	// Linux guest gets; empty means detect.
+	Host HostKind
 	// MemoryBytes is the guest RAM size (DefaultMemory when 0), a multiple
 	// of 4 KiB.
 	MemoryBytes uint64
@@ -35,12 +48,22 @@ type Config struct {
 	CPUs int
 	// Console receives the guest's serial output (discarded when nil).
 	Console io.Writer
+	// OnReady, when set, is called once, from the vCPU goroutine, when the
+	// guest first writes the ready register. It must not block.
+	OnReady func()
 	// Logger gets the VMM's diagnostics (discarded when nil).
 	Logger *slog.Logger
 	// System is an open /dev/kvm to use; when nil, New opens DevicePath
 	// (kvm.DevicePath when empty) and Close closes it.
 	System     *kvm.System
 	DevicePath string
+	// Disks, Nets and RNG add virtio-mmio devices (vmm/virtio.go);
+	// VirtioNoIOEventFD makes their queue notifications exit to user space
+	// even where KVM offers ioeventfd (for measurements).
+	Disks             []DiskConfig
+	Nets              []NetConfig
+	RNG               bool
+	VirtioNoIOEventFD bool
 }
 
 // ConfigError is a problem with a Config: the caller asked for something

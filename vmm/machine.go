@@ -21,6 +21,7 @@ import (
 
 	"github.com/microvm/microvm/devices"
 	"github.com/microvm/microvm/images"
+	"github.com/microvm/microvm/images/linux"
 	"github.com/microvm/microvm/kvm"
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,12 @@ type Machine struct {
 	vm      *kvm.VM
 	mem     *Memory
 	cpus    []*vcpu
-	irqchip bool // an in-kernel irqchip exists (something can wake a halted vCPU)
+	host    HostKind
+	linux   bool        // booting a Linux kernel (else a tiny guest)
+	irqchip bool        // an in-kernel irqchip exists (something can wake a halted vCPU)
+	kernel  *KernelInfo // what was booted, for a Linux guest
+	irqs    []*irqLine
+	virtio  []*virtioDevice // vmm/virtio.go
 
 	bus     devices.Bus
 	serial  *devices.Serial
@@ -52,6 +58,10 @@ type Machine struct {
 	endedAt   time.Duration
 	setupTime time.Duration
 	halts     atomic.Int32 // vCPUs that halted for good
+	panicLine atomic.Pointer[string]
+
+	mu      sync.Mutex // guards notes and assists
+	assists map[string]uint64
 }
 
 // New builds a machine from cfg: opens KVM (unless cfg.System is given),
@@ -74,7 +84,17 @@ func New(cfg Config) (*Machine, error) {
 // build does New's work; on error the caller closes what was made.
 func (m *Machine) build() (err error) {
 	cfg := m.cfg
-
+	format := cfg.Format
+	if format == images.FormatUnknown {
+		if format, err = images.Detect(cfg.Image); err != nil {
+			return err
+		}
+	}
+	m.linux = format == images.FormatBzImage || format == images.FormatVmlinux
+	m.host = cfg.Host
+	if m.host == "" {
+		m.host = DetectHost()
+	}
 	m.sys = cfg.System
 	if m.sys == nil {
 		if m.sys, err = kvm.Open(cfg.DevicePath); err != nil {
@@ -100,8 +120,26 @@ func (m *Machine) build() (err error) {
 	if err = m.vm.SetTSSAddr(tssAddr); err != nil {
 		return err
 	}
+	if m.linux {
+		if err = m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
+			return err
+		}
+		if err = m.vm.CreateIRQChip(); err != nil {
+			return err
+		}
+		if err = m.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
+			return err
+		}
+		m.irqchip = true
+	}
 	m.console = &lineTracker{w: cfg.Console}
+	if m.linux {
+		m.console.onLine = m.watchLinuxConsole
+	}
 	if err = m.addDevices(); err != nil {
+		return err
+	}
+	if err = m.addVirtio(); err != nil {
 		return err
 	}
 	for i := 0; i < cfg.CPUs; i++ {
@@ -111,10 +149,10 @@ func (m *Machine) build() (err error) {
 		}
 		m.cpus = append(m.cpus, &vcpu{VCPU: c, m: m})
 	}
-	if err = m.loadTiny(); err != nil {
-		return err
+	if m.linux {
+		return m.bootLinux()
 	}
-	return nil
+	return m.loadTiny(format)
 }
 
 // tssAddr is where KVM_SET_TSS_ADDR puts its three pages: in the MMIO gap,
@@ -124,6 +162,9 @@ const tssAddr = 0xfffbd000
 func (m *Machine) checkCPUs() error {
 	n := m.cfg.CPUs
 	limit := TinyMaxCPUs
+	if m.linux {
+		limit = linux.MaxCPUs
+	}
 	if max, err := m.vm.CheckExtension(kvm.CapMaxVCPUs); err == nil && max > 0 {
 		limit = min(limit, max)
 	}
@@ -134,10 +175,18 @@ func (m *Machine) checkCPUs() error {
 }
 
 func (m *Machine) addDevices() error {
-	m.serial = devices.NewSerial(m.console, nil)
+	var com1 devices.IRQ
+	if m.irqchip {
+		l, err := m.newIRQLine(devices.COM1IRQ)
+		if err != nil {
+			return err
+		}
+		com1 = l
+	}
+	m.serial = devices.NewSerial(m.console, com1)
 	ctl := devices.NewControl(0, 1, m.onExit, m.onReady)
 	mmioCtl := devices.NewControl(devices.ControlMMIOExit, devices.ControlMMIOReady, m.onExit, m.onReady)
-	i8042 := devices.NewI8042(func() { m.finish(Result{Reason: ReasonReset, Detail: "i8042 reset"}) })
+	i8042 := devices.NewI8042(m.onReset)
 	for _, d := range []struct {
 		space      devices.Space
 		base, size uint64
@@ -162,12 +211,23 @@ func (m *Machine) addDevices() error {
 	return nil
 }
 
-// loadTiny places a tiny guest per ABI v1 and sets every vCPU at its entry.
-func (m *Machine) loadTiny() error {
-	if len(m.cfg.Cmdline) > TinyMaxCmdline {
-		return configErrorf("cmdline is %d bytes; a tiny guest takes at most %d", len(m.cfg.Cmdline), TinyMaxCmdline)
+// onReset ends the machine when the guest pulses the reset line; after a
+// kernel panic (panic=N reboots) that is the panic's end.
+func (m *Machine) onReset() {
+	if m.panicLine.Load() != nil {
+		m.finish(Result{Reason: ReasonPanic, Detail: m.panicDetail()})
+		return
 	}
-	loaded, err := images.LoadTiny(m.mem, m.cfg.Image, m.cfg.Format)
+	m.finish(Result{Reason: ReasonReset, Detail: "i8042 reset"})
+}
+
+// loadTiny places a tiny guest per ABI v1 and sets every vCPU at its entry.
+func (m *Machine) loadTiny(format images.Format) error {
+	cmdline := joinCmdline(m.cfg.Cmdline, m.cfg.AppendCmdline)
+	if len(cmdline) > TinyMaxCmdline {
+		return configErrorf("cmdline is %d bytes; a tiny guest takes at most %d", len(cmdline), TinyMaxCmdline)
+	}
+	loaded, err := images.LoadTiny(m.mem, m.cfg.Image, format)
 	if err != nil {
 		return err
 	}
@@ -178,7 +238,7 @@ func (m *Machine) loadTiny() error {
 	if err != nil {
 		return err
 	}
-	if _, err := m.mem.WriteAt(append([]byte(m.cfg.Cmdline), 0), tinyCmdlineAddr); err != nil {
+	if _, err := m.mem.WriteAt(append([]byte(cmdline), 0), tinyCmdlineAddr); err != nil {
 		return err
 	}
 	supported, err := m.sys.SupportedCPUID()
@@ -212,7 +272,8 @@ func (m *Machine) loadTiny() error {
 	}
 	bi := bootInfo{
 		cpus: uint32(len(m.cpus)), memSize: m.mem.Size(),
-		cmdlineAddr: tinyCmdlineAddr, cmdlineLen: uint32(len(m.cfg.Cmdline)), tscKHz: tscKHz,
+		cmdlineAddr: tinyCmdlineAddr, cmdlineLen: uint32(len(cmdline)), tscKHz: tscKHz,
+		devices: m.virtioBootDevices(),
 	}
 	_, err = m.mem.WriteAt(bi.marshal(), tinyBootInfoAddr)
 	return err
@@ -283,7 +344,14 @@ func (m *Machine) result() *Result {
 	if r.LastConsoleLine == "" {
 		r.LastConsoleLine = m.console.Last()
 	}
+	m.mu.Lock()
 	r.Notes = append(r.Notes, m.notes...)
+	for name, n := range m.assists {
+		r.Exits["assist-"+name] = n
+	}
+	m.mu.Unlock()
+	r.Kernel = m.kernel
+	r.Host = m.host
 	return &r
 }
 
@@ -308,7 +376,9 @@ func (m *Machine) onExit(status uint64) {
 }
 
 func (m *Machine) onReady() {
-	m.readyNS.CompareAndSwap(0, int64(time.Since(m.launched)))
+	if m.readyNS.CompareAndSwap(0, int64(time.Since(m.launched))) && m.cfg.OnReady != nil {
+		m.cfg.OnReady()
+	}
 }
 
 // PumpInput feeds r into the guest's serial receiver until r fails or the
@@ -343,11 +413,15 @@ func (m *Machine) PumpInput(r io.Reader) {
 // Close releases the VM, its vCPUs and memory. Call it after Run returns
 // (or instead of Run).
 func (m *Machine) Close() error {
-	var errs []error
+	errs := []error{m.closeVirtio()}
 	for _, c := range m.cpus {
 		errs = append(errs, c.Close())
 	}
 	m.cpus = nil
+	for _, l := range m.irqs {
+		errs = append(errs, l.close())
+	}
+	m.irqs = nil
 	if m.vm != nil {
 		errs = append(errs, m.vm.Close())
 		m.vm = nil

@@ -75,6 +75,11 @@ type Result struct {
 	UnknownReads  uint64 `json:"unknown_reads"`
 	UnknownWrites uint64 `json:"unknown_writes"`
 
+	// Kernel describes the Linux kernel booted; nil for a tiny guest.
+	Kernel *KernelInfo `json:"kernel,omitempty"`
+	// Host is the kind of KVM the machine ran on.
+	Host HostKind `json:"host_kind"`
+
 	CPUs        int    `json:"cpus"`
 	MemoryBytes uint64 `json:"memory_bytes"`
 	// Notes lists adaptations and warnings worth telling the user.

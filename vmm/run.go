@@ -94,6 +94,9 @@ func (c *vcpu) handle(reason kvm.ExitReason) bool {
 		return false
 	case kvm.ExitInternalError:
 		sub, data := c.InternalError()
+		if sub == kvm.InternalErrorEmulation && c.assist() {
+			return true
+		}
 		m.finish(c.crash(ReasonCrash, internalErrorText(sub, data)))
 		return false
 	case kvm.ExitFailEntry:

@@ -37,8 +37,9 @@ const (
 	tinyDataSel = 0x10
 
 	bootInfoMagic   = 0x31544f4f424d564d // "MVMBOOT1"
-	bootInfoVersion = 1
-	bootInfoSize    = 48
+	bootInfoVersion = 2                  // v2 adds the device table; v1 guests read on
+	bootInfoSize    = 64                 // v1's 48 bytes, devices_addr u64, devices_count u32, pad u32
+	bootDeviceSize  = 24                 // type u32, irq u32, mmio_base u64, mmio_size u64
 )
 
 // Page-table entry bits.
@@ -48,17 +49,25 @@ const (
 	ptePS      = 1 << 7 // 2 MiB page in a PD entry
 )
 
-// bootInfo is the ABI v1 boot-info block.
+// bootInfo is the boot-info block (ABI v2): v1's fields, then a table of
+// devices that follows the block in the same page.
 type bootInfo struct {
 	cpus        uint32
 	memSize     uint64
 	cmdlineAddr uint64
 	cmdlineLen  uint32
 	tscKHz      uint64
+	devices     []bootDevice
+}
+
+// bootDevice is an entry of the ABI v2 device table.
+type bootDevice struct {
+	typ, irq   uint32 // virtio device id (1 net, 2 blk, 4 rng); interrupt GSI
+	base, size uint64 // MMIO register window
 }
 
 func (b bootInfo) marshal() []byte {
-	p := make([]byte, bootInfoSize)
+	p := make([]byte, bootInfoSize+bootDeviceSize*len(b.devices))
 	le := binary.LittleEndian
 	le.PutUint64(p[0:], bootInfoMagic)
 	le.PutUint32(p[8:], bootInfoVersion)
@@ -67,6 +76,17 @@ func (b bootInfo) marshal() []byte {
 	le.PutUint64(p[24:], b.cmdlineAddr)
 	le.PutUint32(p[32:], b.cmdlineLen)
 	le.PutUint64(p[40:], b.tscKHz)
+	if len(b.devices) > 0 {
+		le.PutUint64(p[48:], tinyBootInfoAddr+bootInfoSize)
+		le.PutUint32(p[56:], uint32(len(b.devices)))
+	}
+	for i, d := range b.devices {
+		e := p[bootInfoSize+bootDeviceSize*i:]
+		le.PutUint32(e[0:], d.typ)
+		le.PutUint32(e[4:], d.irq)
+		le.PutUint64(e[8:], d.base)
+		le.PutUint64(e[16:], d.size)
+	}
 	return p
 }
 

@@ -375,3 +375,6 @@ func TestLineTracker(t *testing.T) {
 		t.Errorf("output not passed through: %d bytes", out.Len())
 	}
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+func errorsIs(err, target error) bool     { return errors.Is(err, target) }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +32,11 @@ type bootFlags struct {
 	json     bool
 	stdin    bool
 	logLevel string
+	initrd   string
+	cacheDir string
+	append   string
+	sandbox  sandboxFlags // seccomp and jail (boot_sandbox.go)
+	virtio   virtioFlags  // --disk, --net, --rng (boot_virtio.go)
 }
 
 func (a *app) newBootCmd() *cobra.Command {
@@ -54,7 +61,9 @@ error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
   microvm boot --guest exit --cmdline 42     # exits with status 42
   microvm boot --guest smp --cpus 4          # every vCPU reports in
   microvm boot ./guest.elf --memory 256M --timeout 5s
-  microvm boot ./code.bin --format flat      # a flat binary entered at 0x100000`,
+  microvm boot ./code.bin --format flat      # a flat binary entered at 0x100000
+  microvm boot vmlinux --initrd initramfs.cpio.gz --append 'microvm.cmd="uname -a"'
+  microvm boot bzImage --memory 512M --cpus 2 --timeout 0   # a Linux shell on the console`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.boot(cmd, args, &f)
@@ -64,13 +73,18 @@ error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
 	fl.StringVarP(&f.guest, "guest", "g", "", "boot the embedded guest `NAME` (default hello when no IMAGE)")
 	fl.StringVarP(&f.memory, "memory", "m", "128M", "guest RAM `SIZE` (K, M, G suffixes)")
 	fl.IntVarP(&f.cpus, "cpus", "c", 1, "number of vCPUs")
-	fl.StringVar(&f.cmdline, "cmdline", "", "command line handed to the guest")
-	fl.StringVar(&f.format, "format", "auto", "image `FORMAT`: auto, elf or flat")
+	fl.StringVar(&f.cmdline, "cmdline", "", "command line handed to the guest (for Linux, replaces the default)")
+	fl.StringVar(&f.append, "append", "", "text appended to the command line (for Linux, to the default one)")
+	fl.StringVar(&f.format, "format", "auto", "image `FORMAT`: auto, elf, flat, bzimage or vmlinux")
 	fl.DurationVarP(&f.timeout, "timeout", "t", 10*time.Second, "stop the VM after this long (0 = never)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "discard the guest's console output")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON on stdout (console goes to stderr)")
 	fl.BoolVar(&f.stdin, "stdin", false, "feed stdin to the guest's serial port even when it is not a terminal")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "VMM log `LEVEL`: debug, info, warn or error")
+	fl.StringVar(&f.initrd, "initrd", "", "initial ramdisk `FILE` for a Linux kernel")
+	fl.StringVar(&f.cacheDir, "kernel-cache", defaultKernelCache(), "`DIR` caching vmlinux images decompressed from bzImages (\"\" disables)")
+	addSandboxFlags(cmd, &f.sandbox)
+	addVirtioFlags(cmd, &f.virtio)
 	return cmd
 }
 
@@ -122,6 +136,10 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
+	cfg.OnReady = readyNotifier()
+	if done, err := a.sandboxStart(ctx, cmd, &cfg, &f.sandbox); done || err != nil {
+		return err
+	}
 
 	m, err := vmm.New(cfg)
 	if err != nil {
@@ -137,6 +155,9 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		defer restore()
 	}
 
+	if err := a.sandboxLockdown(&f.sandbox); err != nil {
+		return err
+	}
 	res, err := m.Run(ctx)
 	if err != nil {
 		return withCode(exitHost, err)
@@ -149,7 +170,7 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		rep := bootReport{
 			Result: res, Image: name, ExitCode: code, Summary: res.Summary(),
 			ExitMillis: ms(res.ExitAfter), SetupMillis: ms(res.SetupTime),
-			HostKind: string(vmm.DetectHost()), ProcessMilli: ms(time.Since(processStart)),
+			HostKind: string(res.Host), ProcessMilli: ms(time.Since(processStart)),
 		}
 		if res.Ready {
 			rep.ReadyMillis = ms(res.ReadyAfter)
@@ -218,7 +239,49 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 		}
 	}
 	cfg.MemoryBytes, cfg.CPUs, cfg.Cmdline, cfg.Format = mem, f.cpus, f.cmdline, format
+	cfg.AppendCmdline = f.append
+	cfg.KernelCacheDir = f.cacheDir
+	if f.initrd != "" {
+		if cfg.Initrd, err = readImage(f.initrd); err != nil {
+			return cfg, "", withCode(exitBadImage, fmt.Errorf("--initrd: %w", err))
+		}
+	}
+	if err := f.virtio.apply(&cfg); err != nil {
+		return cfg, "", err
+	}
 	return cfg, name, nil
+}
+
+// readyNotifier returns an OnReady hook writing one byte to the file
+// descriptor named by $MICROVM_READY_FD, so that a parent process (microvm
+// bench) learns launch→ready of a whole `microvm boot` process; nil when
+// the variable is unset or not a descriptor number.
+func readyNotifier() func() {
+	s := os.Getenv("MICROVM_READY_FD")
+	if s == "" {
+		return nil
+	}
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "ready-fd")
+	return func() {
+		f.Write([]byte{1})
+		f.Close()
+	}
+}
+
+// defaultKernelCache is where decompressed kernels are cached:
+// $MICROVM_CACHE/kernels, else the user cache directory's microvm/kernels.
+func defaultKernelCache() string {
+	if d := os.Getenv("MICROVM_CACHE"); d != "" {
+		return filepath.Join(d, "kernels")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "microvm", "kernels")
+	}
+	return ""
 }
 
 // maxImageSize bounds what boot reads into memory.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/microvm/microvm/container"
 	"github.com/spf13/cobra"
 )
 
@@ -23,6 +24,7 @@ type app struct {
 }
 
 func main() {
+	container.Init() // a re-executed container init never returns from here
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
 	os.Exit(a.run(os.Args[1:]))
 }
@@ -70,6 +72,10 @@ VMs through libvirtd.`,
 		a.newBootCmd(),
 		a.newCheckCmd(),
 		a.newVersionCmd(),
+		a.newLibvirtCmd(),
+		a.newContainerCmd(),
+		a.newBenchCmd(),
+		a.newImageCmd(),
 	)
 	return root
 }

@@ -19,10 +19,12 @@ const Default = "hello"
 
 // descriptions says what each embedded guest does.
 var descriptions = map[string]string{
-	"hello": "prints a greeting and the boot info it got (cpus, memory, cmdline); exits 0",
-	"ready": "writes the ready port, then exits 0: the benchmark guest (two VM exits)",
-	"exit":  "exits with the status named on its cmdline (the first number in it)",
-	"smp":   "every vCPU reports its index; vCPU 0 waits for all, then exits 0",
+	"hello":   "prints a greeting and the boot info it got (cpus, memory, cmdline); exits 0",
+	"ready":   "writes the ready port, then exits 0: the benchmark guest (two VM exits)",
+	"exit":    "exits with the status named on its cmdline (the first number in it)",
+	"smp":     "every vCPU reports its index; vCPU 0 waits for all, then exits 0",
+	"hostile": "misbehaves on purpose, as its cmdline says (mode=triple|ports|hltif|flood|range|pagetables|spin2)",
+	"virtio":  "drives the virtio devices in its boot info (ABI v2): disk read/write, entropy, a frame over the network; bench=N does N random 4 KiB disk reads",
 }
 
 // Get returns the ELF image of the named guest.

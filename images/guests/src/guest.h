@@ -1,4 +1,4 @@
-/* guest.h: the little a tiny microvm guest needs (ABI v1). */
+/* guest.h: the little a tiny microvm guest needs (ABI v1, v2 device table). */
 #ifndef GUEST_H
 #define GUEST_H
 
@@ -18,7 +18,28 @@ struct bootinfo {
 	u32 cmdline_len;
 	u32 reserved;
 	u64 tsc_khz;
+	/* ABI v2 (version >= 2): a table of devices_count entries. */
+	u64 devices_addr;
+	u32 devices_count;
+	u32 reserved2;
 };
+
+/* ABI v2 device table entry: a virtio-mmio device. */
+struct bootdev {
+	u32 type; /* virtio device id: 1 net, 2 blk, 4 rng */
+	u32 irq;  /* interrupt GSI (tiny guests have no interrupt controller: poll) */
+	u64 mmio_base;
+	u64 mmio_size;
+};
+
+#define BOOTDEV_NET 1
+#define BOOTDEV_BLK 2
+#define BOOTDEV_RNG 4
+
+/* 32-bit MMIO register access (one VM exit each, or none with ioeventfd). */
+static inline u32 mmio_read32(u64 addr) { return *(volatile u32 *)addr; }
+static inline void mmio_write32(u64 addr, u32 v) { *(volatile u32 *)addr = v; }
+static inline u8 mmio_read8(u64 addr) { return *(volatile u8 *)addr; }
 
 #define PORT_COM1 0x3f8
 #define PORT_EXIT 0x501
