@@ -104,6 +104,13 @@ func (s *System) SupportedCPUID() ([]CPUIDEntry, error) {
 	return append([]CPUIDEntry(nil), s.cpuid...), nil
 }
 
+// PrimeSupportedCPUID sets the cached KVM_GET_SUPPORTED_CPUID answer, e.g.
+// from an earlier process's answer saved on disk; SupportedCPUID then
+// skips the ioctl. The caller vouches that entries came from this host.
+func (s *System) PrimeSupportedCPUID(entries []CPUIDEntry) {
+	s.cpuid = append([]CPUIDEntry(nil), entries...)
+}
+
 // MSRIndexList returns KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores.
 func (s *System) MSRIndexList() ([]uint32, error) {
 	var l msrList

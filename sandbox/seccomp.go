@@ -239,6 +239,7 @@ func (p Policy) Rules() []Rule {
 		{Name: "restart_syscall", Nr: unix.SYS_RESTART_SYSCALL, Why: "the kernel restarts a sleep a signal interrupted"},
 		{Name: "kill", Nr: unix.SYS_KILL, Why: "Go re-raises a fatal signal at itself to die by it; only to this process",
 			Arg: &ArgCheck{Index: 0, Values: []uint32{pid}, Names: []string{"own pid"}}},
+		{Name: "mincore", Nr: unix.SYS_MINCORE, Why: "--json reports how much guest memory is resident"},
 		{Name: "exit", Nr: unix.SYS_EXIT, Why: "a thread ends"},
 		{Name: "exit_group", Nr: unix.SYS_EXIT_GROUP, Why: "the process ends with the guest's status"},
 	}

@@ -57,6 +57,10 @@ type Config struct {
 	// (kvm.DevicePath when empty) and Close closes it.
 	System     *kvm.System
 	DevicePath string
+	// CPUIDCacheDir, when set and System is nil, keeps KVM's supported
+	// CPUID on disk between processes (see cpuidcache.go): it saves a
+	// process that boots one VM about 0.3 ms.
+	CPUIDCacheDir string
 	// Disks, Nets and RNG add virtio-mmio devices (vmm/virtio.go);
 	// VirtioNoIOEventFD makes their queue notifications exit to user space
 	// even where KVM offers ioeventfd (for measurements).

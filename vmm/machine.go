@@ -101,6 +101,7 @@ func (m *Machine) build() (err error) {
 			return err
 		}
 		m.ownSys = true
+		primeCPUID(m.sys, cfg.DevicePath, cfg.CPUIDCacheDir)
 	}
 	if m.vm, err = m.sys.CreateVM(); err != nil {
 		return err
@@ -448,7 +449,8 @@ type vcpu struct {
 // kick makes the vCPU leave KVM_RUN now, or not enter it again.
 func (c *vcpu) kick() {
 	c.SetImmediateExit(true)
-	if tid := c.tid.Load(); tid != 0 {
+	// A thread kicking itself is not in KVM_RUN: immediate_exit suffices.
+	if tid := c.tid.Load(); tid != 0 && int(tid) != unix.Gettid() {
 		unix.Tgkill(os.Getpid(), int(tid), unix.SIGURG)
 	}
 }

@@ -53,6 +53,20 @@ func NewMemory(size uint64) (*Memory, error) {
 	return m, nil
 }
 
+// Resident returns how many bytes of guest RAM are backed by host memory:
+// the pages the guest or the VMM touched (mincore).
+func (m *Memory) Resident() (uint64, error) {
+	vec := make([]byte, (len(m.host)+pageSize-1)/pageSize)
+	if err := mincore(m.host, vec); err != nil {
+		return 0, fmt.Errorf("mincore guest memory: %w", err)
+	}
+	var n uint64
+	for _, v := range vec {
+		n += uint64(v & 1)
+	}
+	return n * pageSize, nil
+}
+
 // Close unmaps guest RAM. The Memory must not be used afterwards.
 func (m *Memory) Close() error {
 	if m.host == nil {

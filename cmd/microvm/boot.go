@@ -107,6 +107,12 @@ type bootReport struct {
 	SetupMillis  float64 `json:"setup_ms"`
 	HostKind     string  `json:"host_kind"`
 	ProcessMilli float64 `json:"process_ms"`
+	// Memory (see bootReport.memory): the resident set, its file-backed
+	// part, the guest pages in it and the VMM's own private memory.
+	RSSKiB           uint64 `json:"rss_kib,omitempty"`
+	RSSFileKiB       uint64 `json:"rss_file_kib,omitempty"`
+	GuestResidentKiB uint64 `json:"guest_resident_kib,omitempty"`
+	VMMPrivateKiB    uint64 `json:"vmm_private_kib,omitempty"`
 }
 
 func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
@@ -129,7 +135,7 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		cfg.Console = a.stdout
 	}
 
-	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stopSignals := notifyContext()
 	defer stopSignals()
 	if f.timeout > 0 {
 		var cancel context.CancelFunc
@@ -141,6 +147,10 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		return err
 	}
 
+	var status *os.File // read after the run, for --json's memory figures
+	if f.json {
+		status, _ = os.Open("/proc/self/status")
+	}
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return withCode(newErrorCode(err), fmt.Errorf("boot %s: %w", name, err))
@@ -175,6 +185,7 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		if res.Ready {
 			rep.ReadyMillis = ms(res.ReadyAfter)
 		}
+		rep.memory(m, status)
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
@@ -185,6 +196,36 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		fmt.Fprintf(a.stderr, "microvm: %s\n", msg)
 	}
 	return silentOrOK(code)
+}
+
+// memory fills the resident-memory figures from /proc/self/status, opened
+// before the seccomp filter went on (status) and read now: the process's
+// resident set split into private memory and file pages (the binary's
+// text, shared by every microvm process), the guest pages (mincore) and the
+// VMM's own private memory, which is what each VM costs beyond its guest.
+// Fields stay zero when the kernel does not say.
+func (r *bootReport) memory(m *vmm.Machine, status *os.File) {
+	if status == nil {
+		return
+	}
+	defer status.Close()
+	guest, err := m.Memory().Resident()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 8192)
+	n, _ := status.Read(buf)
+	fields := map[string]uint64{}
+	for _, line := range strings.Split(string(buf[:n]), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			fields[strings.TrimSuffix(f[0], ":")] = v
+		}
+	}
+	r.RSSKiB, r.RSSFileKiB, r.GuestResidentKiB = fields["VmRSS"], fields["RssFile"], guest>>10
+	if anon := fields["RssAnon"]; anon > r.GuestResidentKiB {
+		r.VMMPrivateKiB = anon - r.GuestResidentKiB
+	}
 }
 
 func silentOrOK(code int) error {
@@ -240,6 +281,7 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	}
 	cfg.MemoryBytes, cfg.CPUs, cfg.Cmdline, cfg.Format = mem, f.cpus, f.cmdline, format
 	cfg.AppendCmdline = f.append
+	cfg.CPUIDCacheDir = runtimeDir()
 	cfg.KernelCacheDir = f.cacheDir
 	if f.initrd != "" {
 		if cfg.Initrd, err = readImage(f.initrd); err != nil {
@@ -270,6 +312,39 @@ func readyNotifier() func() {
 		f.Write([]byte{1})
 		f.Close()
 	}
+}
+
+// notifyContext is signal.NotifyContext(ctx, SIGINT, SIGTERM) set up on
+// another goroutine: installing the handlers costs the runtime a thread,
+// and on the path every benchmark times that work overlaps with building
+// the VM. A signal that comes before the handlers are in place kills the
+// process the default way.
+func notifyContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// runtimeDir is where per-boot state (the CPUID cache) lives:
+// $XDG_RUNTIME_DIR/microvm, /run/microvm for root, else a per-user
+// directory under the system's temporary directory.
+func runtimeDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "microvm")
+	}
+	if os.Geteuid() == 0 {
+		return "/run/microvm"
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("microvm-%d", os.Geteuid()))
 }
 
 // defaultKernelCache is where decompressed kernels are cached:

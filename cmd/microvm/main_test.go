@@ -105,11 +105,14 @@ func TestBootJSON(t *testing.T) {
 		ExitCode int            `json:"exit_code"`
 		Exits    map[string]int `json:"exits"`
 		HostKind string         `json:"host_kind"`
+		GuestKiB uint64         `json:"guest_resident_kib"`
+		VMMKiB   uint64         `json:"vmm_private_kib"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("bad JSON: %v\n%s", err, stdout)
 	}
-	if rep.Reason != "exit" || !rep.Ready || rep.ReadyMS <= 0 || rep.ExitMS < rep.ReadyMS || rep.Exits["io"] != 2 || rep.HostKind == "" {
+	if rep.Reason != "exit" || !rep.Ready || rep.ReadyMS <= 0 || rep.ExitMS < rep.ReadyMS || rep.Exits["io"] != 2 || rep.HostKind == "" ||
+		rep.GuestKiB == 0 || rep.VMMKiB == 0 {
 		t.Errorf("report %+v", rep)
 	}
 	// The guest's console goes to stderr with --json, keeping stdout JSON.
@@ -161,7 +164,7 @@ func TestHelp(t *testing.T) {
 			walk(s)
 		}
 	}
-	walk(a.newRootCmd())
+	walk(a.newRootCmd(nil))
 	code, stdout, _ := run(t, "boot", "--help")
 	if code != 0 || !strings.Contains(stdout, "Examples:") || !strings.Contains(stdout, "Ctrl-A x") {
 		t.Errorf("boot --help: %d\n%s", code, stdout)
