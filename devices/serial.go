@@ -20,6 +20,7 @@ type Serial struct {
 	in                                []byte
 	inCap                             int
 	outErr                            error
+	tx                                [1]byte // the byte being written, without an allocation
 }
 
 // COM1 placement.
@@ -177,7 +178,8 @@ func (s *Serial) Write(offset uint64, data []byte) {
 			}
 			raise = s.ier&ierRDA != 0
 		} else if s.outErr == nil {
-			if _, err := s.out.Write([]byte{v}); err != nil {
+			s.tx[0] = v
+			if _, err := s.out.Write(s.tx[:]); err != nil {
 				s.outErr = err
 			}
 		}

@@ -46,7 +46,7 @@ type Machine struct {
 
 	bus     devices.Bus
 	serial  *devices.Serial
-	console *lineTracker
+	console *console
 	notes   []string
 
 	ranOnce   atomic.Bool
@@ -133,7 +133,7 @@ func (m *Machine) build() (err error) {
 		}
 		m.irqchip = true
 	}
-	m.console = &lineTracker{w: cfg.Console}
+	m.console = &console{w: cfg.Console}
 	if m.linux {
 		m.console.onLine = m.watchLinuxConsole
 	}
@@ -326,6 +326,7 @@ func (m *Machine) Stop() { m.finish(Result{Reason: ReasonStopped}) }
 func (m *Machine) Done() <-chan struct{} { return m.done }
 
 func (m *Machine) result() *Result {
+	m.console.flush()
 	r := m.end
 	r.SetupTime = m.setupTime
 	r.ExitAfter = m.endedAt

@@ -39,10 +39,12 @@ var pvmCPUIDMask = []struct {
 // pvmCmdline is what a Linux guest needs on its command line on kvm_pvm
 // hosts: no XSAVE, SMAP or PTI (instructions the emulator lacks), no APIC
 // (its timer calibration crawls under emulation), a fixed loops-per-jiffy
-// and a trusted TSC (calibration loops would take minutes), and the CPUID
-// bits above cleared inside the kernel too (clearcpuid= takes the kernel's
-// X86_FEATURE numbers: 32*word+bit).
-const pvmCmdline = "noxsave nosmap nopti noapic nolapic lpj=5000000 tsc=reliable no_timer_check " +
+// and a trusted TSC (calibration loops would take minutes), no soft-lockup
+// watchdog (an emulated kernel looks stuck to it, and its reports cost
+// minutes of console output), and the CPUID bits above cleared inside the
+// kernel too (clearcpuid= takes the kernel's X86_FEATURE numbers:
+// 32*word+bit).
+const pvmCmdline = "noxsave nosmap nopti noapic nolapic nowatchdog lpj=5000000 tsc=reliable no_timer_check " +
 	"clearcpuid=128,129,137,141,147,148,150,151,153,154,156,158,288,291,293,296,298,306,308"
 
 // hostCmdline returns what this host needs appended to a Linux command line.

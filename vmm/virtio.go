@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -34,6 +36,10 @@ type DiskConfig struct {
 	Path string
 	// ReadOnly opens it read-only and tells the guest so; writes fail.
 	ReadOnly bool
+	// File, when set, is the image already open (read-write unless
+	// ReadOnly), e.g. opened before entering a jail; Path then only names
+	// the device. The caller closes it.
+	File *os.File
 }
 
 // NetConfig is a virtio-net device in front of a tap interface.
@@ -129,10 +135,16 @@ func (m *Machine) addVirtio() error {
 		return vd, nil
 	}
 	for i, d := range cfg.Disks {
-		if d.Path == "" {
+		var b *virtio.Blk
+		var err error
+		switch {
+		case d.File != nil:
+			b, err = virtio.BlkFromFile(d.File, filepath.Base(d.Path), d.ReadOnly)
+		case d.Path == "":
 			return configErrorf("disk %d: no path", i)
+		default:
+			b, err = virtio.OpenBlk(d.Path, d.ReadOnly)
 		}
-		b, err := virtio.OpenBlk(d.Path, d.ReadOnly)
 		if err != nil {
 			return err
 		}

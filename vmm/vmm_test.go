@@ -356,24 +356,42 @@ func TestDetectHost(t *testing.T) {
 	}
 }
 
-func TestLineTracker(t *testing.T) {
+func TestConsole(t *testing.T) {
 	var out bytes.Buffer
-	lt := &lineTracker{w: &out}
-	lt.Write([]byte("first\r\nsecond\n"))
-	if lt.Last() != "second" {
-		t.Errorf("Last = %q", lt.Last())
+	var lines []string
+	c := &console{w: &out, onLine: func(l []byte) { lines = append(lines, string(l)) }}
+	c.Write([]byte("first\r\nsecond\n"))
+	if c.Last() != "second" || out.String() != "first\r\nsecond\n" {
+		t.Errorf("Last = %q, out %q: a newline must flush", c.Last(), out.String())
 	}
-	lt.Write([]byte("part"))
-	if lt.Last() != "part" {
-		t.Errorf("Last = %q", lt.Last())
+	c.Write([]byte("prompt> "))
+	if c.Last() != "prompt> " || out.Len() != len("first\r\nsecond\n") {
+		t.Errorf("partial line: Last %q, flushed early: %q", c.Last(), out.String())
 	}
-	lt.Write(bytes.Repeat([]byte("x"), 1<<20))
-	if len(lt.Last()) != maxTrackedLine {
-		t.Errorf("flooded line kept %d bytes, want %d", len(lt.Last()), maxTrackedLine)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.HasSuffix(safeString(c, &out), "prompt> ") && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
 	}
-	if out.Len() != len("first\r\nsecond\npart")+1<<20 {
+	if !strings.HasSuffix(safeString(c, &out), "prompt> ") {
+		t.Errorf("a partial line was never flushed: %q", safeString(c, &out))
+	}
+	c.Write(bytes.Repeat([]byte("x"), 1<<20))
+	if len(c.Last()) != maxTrackedLine {
+		t.Errorf("flooded line kept %d bytes, want %d", len(c.Last()), maxTrackedLine)
+	}
+	c.flush()
+	if out.Len() != len("first\r\nsecond\nprompt> ")+1<<20 {
 		t.Errorf("output not passed through: %d bytes", out.Len())
 	}
+	if strings.Join(lines, ",") != "first,second" {
+		t.Errorf("lines %v", lines)
+	}
+}
+
+func safeString(c *console, b *bytes.Buffer) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return b.String()
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }

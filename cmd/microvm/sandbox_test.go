@@ -292,6 +292,20 @@ func TestJailCLI(t *testing.T) {
 			t.Errorf("jailed triple fault: status %d, stderr:\n%s", r.code, r.stderr)
 		}
 	})
+	t.Run("a disk opened before entering", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "jail")
+		disk := filepath.Join(t.TempDir(), "disk.img")
+		if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := sbRun(t, 2*time.Minute, "boot", "--jail", dir, "--guest", "virtio", "--disk", disk, "--timeout", "90s")
+		if r.code != 0 || !strings.Contains(r.stdout, "blk: sector 1 written, flushed and read back ok") {
+			t.Errorf("jailed virtio disk: status %d (signal %v), console:\n%s\nstderr:\n%s", r.code, r.signal, sbTail(r.stdout), sbTail(r.stderr))
+		}
+		if r := sbRun(t, time.Minute, "boot", "--jail", dir, "--net", "tap=x0"); r.code != exitUsage {
+			t.Errorf("--jail with --net: status %d, want %d", r.code, exitUsage)
+		}
+	})
 	t.Run("inspected from outside", func(t *testing.T) {
 		dir := t.TempDir() // exists: microvm must leave it
 		cmd, errb := sbStartSpin(t, "--jail", dir, "--uid", "65534", "--gid", "65533", "--jail-memory", "200M", "--jail-cpus", "1", "--jail-pids", "100")

@@ -91,15 +91,25 @@ func OpenBlk(path string, readOnly bool) (*Blk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", path, errors.Unwrap(err))
 	}
+	b, err := BlkFromFile(f, filepath.Base(path), readOnly)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	b.closer = f
+	return b, nil
+}
+
+// BlkFromFile makes a block device of an already-open image (one opened
+// before the VMM entered a jail, say); the caller keeps ownership of f.
+// name is the device's id (GET_ID), cut to 20 bytes.
+func BlkFromFile(f *os.File, name string, readOnly bool) (*Blk, error) {
 	// The size of what was opened (a block device reports it by seeking).
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("disk %s: size: %w", path, err)
+		return nil, fmt.Errorf("disk %s: size: %w", name, err)
 	}
-	b := NewBlk(f, size, readOnly, filepath.Base(path))
-	b.closer = f
-	return b, nil
+	return NewBlk(f, size, readOnly, name), nil
 }
 
 // NewBlk returns a block device over f, size bytes long.

@@ -18,8 +18,8 @@ const MaxCPUs = 254
 
 // MPIRQs is the number of I/O APIC pins that get an interrupt entry: all 24
 // pins of KVM's in-kernel I/O APIC, identity-mapped (bus IRQ n → pin n, as
-// KVM's default GSI routing has it). IRQs 0–15 are the ISA ones; 16–23 are
-// there for virtio-mmio devices.
+// KVM's default GSI routing has it). IRQs 0–15 are the ISA ones (virtio-mmio
+// devices use 5 and up, which also work through the PIC); 16–23 are spare.
 const MPIRQs = 24
 
 const (

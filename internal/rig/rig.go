@@ -42,8 +42,9 @@ const (
 )
 
 // modules are the kernel modules init.sh loads, in this order (the list
-// goes to /etc/microvm/modules, the files to /lib/modules).
-var modules = []string{"irqbypass", "kvm", "kvm-amd"}
+// goes to /etc/microvm/modules, the files to /lib/modules): KVM on SVM, and
+// tun for the taps of virtio-net tests (it depends on nothing).
+var modules = []string{"irqbypass", "kvm", "kvm-amd", "tun"}
 
 // Command is one step run inside L1, by busybox sh with -e, in /rig/work,
 // with stdin from /dev/null and stdout and stderr captured together.

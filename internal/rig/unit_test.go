@@ -377,7 +377,7 @@ func TestBaseInitramfsCached(t *testing.T) {
 		names[e.name] = e.data
 	}
 	if names["lib/modules/kvm.ko"] != "other" || names["init"] != string(initScript) ||
-		names["etc/microvm/modules"] != "irqbypass.ko\nkvm.ko\nkvm-amd.ko\n" {
+		names["etc/microvm/modules"] != "irqbypass.ko\nkvm.ko\nkvm-amd.ko\ntun.ko\n" {
 		t.Errorf("base archive content wrong: %d entries, modules list %q", len(names), names["etc/microvm/modules"])
 	}
 }

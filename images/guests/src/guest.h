@@ -48,7 +48,7 @@ static inline u8 mmio_read8(u64 addr) { return *(volatile u8 *)addr; }
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
 
-/* One VM exit for a whole string: rep outsb. */
+/* A whole string in one instruction: rep outsb (KVM still exits once per byte). */
 static inline void outsb(u16 port, const char *s, u64 n) {
 	__asm__ volatile("rep outsb" : "+S"(s), "+c"(n) : "d"(port) : "memory");
 }

@@ -5,7 +5,8 @@
  *   ports       writes and reads every port no device claims, then unmapped
  *               MMIO; exits 0 if every read returned all ones, else 1
  *   hltif       enables interrupts and halts with nothing to wake it
- *   flood       writes MiB megabytes without a newline (flood=MiB, default 4)
+ *   flood       writes megabytes without a newline (flood=MiB, default 4;
+ *               floodk=KiB for a smaller flood where each byte is slow)
  *   range       exits with status 1000, out of the guest range
  *   pagetables  clears its own PML4 and reloads CR3: the next fetch faults
  *   spin2       vCPU 1 spins forever while vCPU 0 exits with status 7 */
@@ -63,10 +64,10 @@ static int ports(void) {
 	return bad != 0;
 }
 
-static void flood(u64 mib) {
-	static char buf[4096];
+static void flood(u64 kib) {
+	static char buf[1024];
 	for (u32 i = 0; i < sizeof buf; i++) buf[i] = 'x';
-	for (u64 k = 0; k < mib * 256; k++) putn(buf, sizeof buf);
+	for (u64 k = 0; k < kib; k++) putn(buf, sizeof buf);
 }
 
 int main(const struct bootinfo *bi, u64 cpu) {
@@ -92,7 +93,7 @@ int main(const struct bootinfo *bi, u64 cpu) {
 		return 3; /* only if something woke it */
 	}
 	if (has(s, n, "mode=flood")) {
-		flood(number_after(s, n, "flood=", 4));
+		flood(number_after(s, n, "floodk=", number_after(s, n, "flood=", 4) * 1024));
 		return 0;
 	}
 	if (has(s, n, "mode=range")) vm_exit(1000);
