@@ -67,6 +67,7 @@ func TestRigMicrovm(t *testing.T) {
 	if err := rig.AddQEMU(cfg.Files, a.QEMU); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Files["/bin/kvm_floor"] = staticKVMFloor(t)
 	linux := func(kernel, extra, cmd string) string {
 		return fmt.Sprintf(`microvm boot %s --initrd /guest/initramfs --memory 256M --timeout 120s %s --append 'microvm.cmd="%s"'`, kernel, extra, cmd)
 	}
@@ -96,6 +97,24 @@ wait $pid
 st=$?
 cat /tmp/net.log
 echo "status=$st"`, Timeout: 3 * time.Minute},
+		// The interactive path: no microvm.cmd, so /init gives a shell on the
+		// console, which reads what --stdin feeds the UART (IRQ 4).
+		{Name: "linux-shell", Run: `set +e
+mkfifo /tmp/in
+exec 3<>/tmp/in
+microvm boot /guest/vmlinux --initrd /guest/initramfs --memory 256M --timeout 120s --stdin </tmp/in >/tmp/out 2>&1 &
+pid=$!
+i=0
+while ! grep -q "starting a shell" /tmp/out && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+sleep 1
+printf 'echo shell says $((6*7))\nexit 7\n' >&3
+wait $pid
+st=$?
+cat /tmp/out
+echo "status=$st"`, Timeout: 3 * time.Minute},
+		// The tiny VM against kvm_floor, the least a VMM can do, in the same L1.
+		{Name: "floor", Run: "kvm_floor 200"},
+		{Name: "bench-vm", Run: "microvm bench --paths vm --runs 200 --warmup 5 --json /tmp/bench.json >/dev/null && cat /tmp/bench.json", Timeout: 5 * time.Minute},
 		{Name: "marker-microvm", Run: rig.MarkerScript("microvm boot /guest/vmlinux --initrd /guest/initramfs --memory 256M --timeout 120s", "microvm-init: ready"), Timeout: 3 * time.Minute},
 		{Name: "marker-qemu", Run: rig.MarkerScript(`qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 \
 	-nodefaults -no-user-config -display none -no-reboot -serial stdio \
@@ -202,6 +221,30 @@ echo "status=$st"`, Timeout: 3 * time.Minute},
 		}
 	}
 
+	if c := get("linux-shell"); statusOf(t, c) != 7 || !strings.Contains(c.Output, "shell says 42") {
+		t.Errorf("a shell on the Linux console, fed through the UART:\n%s", tail(c.Output, 3000))
+	}
+	if m := regexp.MustCompile(`median (\d+) us`).FindStringSubmatch(get("floor").Output); m == nil {
+		t.Errorf("kvm_floor in L1: %s", get("floor").Output)
+	} else {
+		var b struct {
+			Paths []struct {
+				Name string
+				Exit struct {
+					Median float64 `json:"median_ns"`
+				}
+			}
+		}
+		jsonOf(t, get("bench-vm"), &b)
+		floor, _ := strconv.ParseFloat(m[1], 64)
+		if len(b.Paths) == 1 && b.Paths[0].Exit.Median > 0 {
+			t.Logf("nested under TCG, tiny VM create→ready→exit→destroyed in process: microvm %.0f µs median, kvm_floor %.0f µs (microvm/floor = %.2f)",
+				b.Paths[0].Exit.Median/1e3, floor, b.Paths[0].Exit.Median/1e3/floor)
+		} else {
+			t.Errorf("microvm bench --paths vm in L1: %+v", b)
+		}
+	}
+
 	// The peer comparison: same kernel, same initramfs, same L1, same clock.
 	secs := func(name string) float64 {
 		m := rig.MarkerRE.FindStringSubmatch(get(name).Output)
@@ -248,4 +291,15 @@ func rootImage(t *testing.T, initramfs string) string {
 		t.Fatalf("building the ext4 root image: %v\n%s", err, out)
 	}
 	return filepath.Join(dir, "root.ext4")
+}
+
+// staticKVMFloor builds the bench's copy of kvm_floor.c statically, for L1.
+func staticKVMFloor(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "kvm_floor")
+	cmd := exec.Command("cc", "-O2", "-static", "-o", out, filepath.Join("..", "..", "bench", "kvmfloor", "kvm_floor.c"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("SKIP: cannot build a static kvm_floor (needs cc and libc6-dev): %v\n%s", err, b)
+	}
+	return out
 }
