@@ -272,7 +272,7 @@ func TestConfigValidation(t *testing.T) {
 
 func TestFindModules(t *testing.T) {
 	dir := t.TempDir()
-	for _, p := range []string{"kernel/virt/lib/irqbypass.ko", "kernel/arch/x86/kvm/kvm.ko"} {
+	for _, p := range []string{"kernel/virt/lib/irqbypass.ko", "kernel/arch/x86/kvm/kvm.ko", "kernel/drivers/net/tun.ko"} {
 		full := filepath.Join(dir, p)
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
