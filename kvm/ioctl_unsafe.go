@@ -40,15 +40,21 @@ func ioctlPtr[T any](fd int, req uintptr, p *T) error {
 
 // runOnce issues KVM_RUN once; EINTR is returned to the caller.
 //
-// It is a raw system call: the Go scheduler is not told, so the calling
-// thread keeps its P while the guest runs, and an exit costs no P hand-off
-// and re-acquisition (a large share of every exit on emulated and nested
-// hosts). The runtime still preempts the goroutine when it must (garbage
-// collection, a goroutine starving): its preemption signal interrupts
-// KVM_RUN with EINTR. Callers run each vCPU on its own locked OS thread and
-// leave the process at least one P more than it has vCPUs running.
-func runOnce(fd int) error {
-	_, _, errno := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), kvmRun, 0)
+// With raw set it is a raw system call: the Go scheduler is not told, so
+// the calling thread keeps its P while the guest runs, and an exit costs no
+// P hand-off and re-acquisition (a large share of every exit on emulated
+// and nested hosts). The runtime still preempts the goroutine when it must
+// (garbage collection, a starving goroutine): its preemption signal
+// interrupts KVM_RUN with EINTR. But while the thread holds its P nothing
+// else runs on it, so a caller uses raw mode only while the process keeps
+// Ps to spare for its other goroutines.
+func runOnce(fd int, raw bool) error {
+	var errno unix.Errno
+	if raw {
+		_, _, errno = unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), kvmRun, 0)
+	} else {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, uintptr(fd), kvmRun, 0)
+	}
 	if errno != 0 {
 		return errno
 	}

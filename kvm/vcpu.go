@@ -80,9 +80,10 @@ var ErrInterrupted = errors.New("KVM_RUN interrupted")
 
 // VCPU is a virtual CPU fd with its mmapped kvm_run area.
 type VCPU struct {
-	fd  int
-	id  int
-	run []byte
+	fd     int
+	id     int
+	run    []byte
+	rawRun bool
 }
 
 // ID returns the vCPU index it was created with.
@@ -108,7 +109,7 @@ func (c *VCPU) Close() error {
 // Run enters the guest until it exits to user space. It returns
 // ErrInterrupted when a signal or SetImmediateExit stopped it.
 func (c *VCPU) Run() error {
-	if err := runOnce(c.fd); err != nil {
+	if err := runOnce(c.fd, c.rawRun); err != nil {
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			return ErrInterrupted
 		}
@@ -116,6 +117,13 @@ func (c *VCPU) Run() error {
 	}
 	return nil
 }
+
+// SetRawRun makes Run enter the guest with a raw system call, which the Go
+// scheduler does not see: the thread keeps its P while the guest runs and
+// each exit is cheaper, but that P serves no other goroutine meanwhile. Use
+// it only with a vCPU locked to its thread and Ps to spare
+// (runtime.GOMAXPROCS above the number of vCPUs).
+func (c *VCPU) SetRawRun(on bool) { c.rawRun = on }
 
 // SetImmediateExit sets kvm_run.immediate_exit: while it is set, KVM_RUN
 // returns ErrInterrupted at once. Together with a signal to the vCPU's

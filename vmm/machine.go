@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -294,6 +295,12 @@ func (m *Machine) Run(ctx context.Context) (*Result, error) {
 		return nil, errors.New("machine already ran: build a new one")
 	}
 	m.setupTime = time.Since(m.launched)
+	// Raw KVM_RUN (cheaper exits) only while a P stays free for the
+	// watcher, timers and device goroutines.
+	raw := runtime.GOMAXPROCS(0) > len(m.cpus)
+	for _, c := range m.cpus {
+		c.SetRawRun(raw)
+	}
 	m.running.Add(len(m.cpus))
 	for _, c := range m.cpus[1:] {
 		go c.loop()
