@@ -32,8 +32,31 @@ import (
 	"time"
 
 	"github.com/microvm/microvm/images/rootfs"
+	"github.com/microvm/microvm/internal/cgroup"
 	"golang.org/x/sys/unix"
 )
+
+// CgroupMode chooses the cgroup hierarchy a container is placed in.
+type CgroupMode = cgroup.Mode
+
+// The cgroup modes (see ParseCgroupMode).
+const (
+	// CgroupAuto uses the v1 controllers (memory, cpu, pids) on a v1 or
+	// hybrid host and cgroup2 on a pure v2 host; with limits, it takes
+	// cgroup2 wherever that offers every controller they need.
+	CgroupAuto = cgroup.Auto
+	// CgroupV1 uses the v1 controller hierarchies.
+	CgroupV1 = cgroup.V1
+	// CgroupV2 uses the cgroup2 hierarchy, also on a hybrid host where it
+	// is mounted beside the v1 controllers (there it may hold no
+	// controllers, so limits cannot be set).
+	CgroupV2 = cgroup.V2
+	// CgroupNone places the container in no new cgroup; limits are refused.
+	CgroupNone = cgroup.None
+)
+
+// ParseCgroupMode parses "auto", "v1", "v2" or "none".
+func ParseCgroupMode(s string) (CgroupMode, error) { return cgroup.ParseMode(s) }
 
 // Exit statuses of a launch that did not get as far as the workload, the
 // same as docker run's.
@@ -216,32 +239,31 @@ func Run(ctx context.Context, s Spec) (*Result, error) {
 		return nil, &StartError{Code: ExitLauncher, Err: err}
 	}
 
-	layout, err := hostCgroupLayout()
+	layout, err := cgroup.HostLayout()
 	if err != nil {
 		return nil, &StartError{Code: ExitLauncher, Err: err}
-	}
-	lim := limits{memoryBytes: s.MemoryBytes, pids: s.Pids}
-	if s.CPUs > 0 {
-		lim.cpuPeriodUS = 100000
-		lim.cpuQuotaUS = max(int64(s.CPUs*100000), 1000)
 	}
 	parent := s.CgroupParent
 	if parent == "" {
 		parent = "microvm"
 	}
-	cg, err := newCgroup(layout, s.Cgroup, parent, NewID(), lim)
+	// AllV1: the container is accounted in memory, cpu and pids on v1.
+	cg, err := cgroup.New(layout, cgroup.Config{
+		Mode: s.Cgroup, Parent: parent, Name: NewID(), AllV1: true,
+		Limits: cgroup.Limits{MemoryBytes: s.MemoryBytes, CPUs: s.CPUs, Pids: s.Pids},
+	})
 	if err != nil {
 		return nil, &StartError{Code: ExitLauncher, Err: err}
 	}
 	res, err := launch(ctx, s, helper, cfgJSON, cg)
-	if rerr := cg.remove(); rerr != nil && err == nil {
+	if rerr := cg.Remove(); rerr != nil && err == nil {
 		err = &StartError{Code: ExitLauncher, Err: rerr}
 	}
 	return res, err
 }
 
 // launch starts the init, puts it into cg, hands it its config and waits.
-func launch(ctx context.Context, s Spec, helper string, cfgJSON []byte, cg *cgroup) (*Result, error) {
+func launch(ctx context.Context, s Spec, helper string, cfgJSON []byte, cg *cgroup.Cgroup) (*Result, error) {
 	fail := func(err error) (*Result, error) {
 		return nil, &StartError{Code: ExitLauncher, Err: fmt.Errorf("container: %w", err)}
 	}
@@ -328,7 +350,7 @@ func launch(ctx context.Context, s Spec, helper string, cfgJSON []byte, cg *cgro
 		<-waitDone
 		return nil, err
 	}
-	if err := cg.add(cmd.Process.Pid); err != nil {
+	if err := cg.Add(cmd.Process.Pid); err != nil {
 		return abort(&StartError{Code: ExitLauncher, Err: fmt.Errorf("container: %w", err)})
 	}
 	if _, err := cfgW.Write(cfgJSON); err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/microvm/microvm/images/rootfs"
+	"github.com/microvm/microvm/internal/cgroup"
 )
 
 // Engine drives a container engine CLI (podman, docker): the rootfs is
@@ -325,7 +326,7 @@ func unmountUnder(dir string) {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) > 4 {
-			if mp := unescapeMount(f[4]); strings.HasPrefix(mp, dir+"/") {
+			if mp := cgroup.UnescapeMountinfo(f[4]); strings.HasPrefix(mp, dir+"/") {
 				mps = append(mps, mp)
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/microvm/microvm/images/rootfs"
+	"github.com/microvm/microvm/internal/cgroup"
 )
 
 // OCIRuntime drives an OCI runtime binary (runc, crun) with `run --bundle`.
@@ -52,11 +53,11 @@ func (r *OCIRuntime) Available(ctx context.Context) error {
 // controllers beside a cgroup2 hierarchy that itself holds controllers:
 // the layout crun refuses.
 func hybridWithV2Controllers() bool {
-	l, err := hostCgroupLayout()
-	if err != nil || len(l.v1) == 0 || l.v2Mount == "" {
+	l, err := cgroup.HostLayout()
+	if err != nil || len(l.V1) == 0 || l.V2 == "" {
 		return false
 	}
-	return len(l.v2Controllers()) > 0
+	return len(l.V2Controllers()) > 0
 }
 
 // Prepare writes the bundle (config.json pointing at w.Rootfs, read-only).

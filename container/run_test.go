@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microvm/microvm/internal/cgroup"
 )
 
 func TestRunEcho(t *testing.T) {
@@ -65,22 +67,22 @@ func TestRunReadyPipeAndTimings(t *testing.T) {
 
 func TestRunCgroupsAreLimitedAndRemoved(t *testing.T) {
 	r := needRootfs(t)
-	layout, err := hostCgroupLayout()
+	layout, err := cgroup.HostLayout()
 	if err != nil {
 		t.Fatal(err)
 	}
 	modes := []CgroupMode{CgroupAuto}
-	if len(layout.v1) > 0 {
+	if len(layout.V1) > 0 {
 		modes = append(modes, CgroupV1)
 	}
-	if layout.v2Mount != "" {
+	if layout.V2 != "" {
 		modes = append(modes, CgroupV2)
 	}
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			var out bytes.Buffer
 			mem := int64(48 << 20)
-			if mode == CgroupV2 && !layout.v2Controllers()["memory"] {
+			if mode == CgroupV2 && !layout.V2Controllers()["memory"] {
 				mem = 0 // a hybrid host's cgroup2 has no memory controller
 			}
 			res, err := Run(context.Background(), Spec{Rootfs: r, Args: []string{"cat", "/proc/self/cgroup"}, Cgroup: mode, MemoryBytes: mem, CPUs: 0.5, Pids: 64, Stdout: &out})
@@ -162,38 +164,4 @@ func TestRunBadSpecs(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestReadCgroupLayout(t *testing.T) {
-	mountinfo := `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-34 31 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
-35 31 0:32 / /sys/fs/cgroup/with\040space rw - cgroup cgroup rw,pids
-36 31 0:33 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
-garbage line
-`
-	self := "4:memory:/user/a\n2:cpu,cpuacct:/\n0::/x\n"
-	l, err := readCgroupLayout(strings.NewReader(mountinfo), strings.NewReader(self))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"cpu": "/sys/fs/cgroup/cpu,cpuacct", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct", "memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/with space"}
-	for k, v := range want {
-		if l.v1[k] != v {
-			t.Errorf("v1[%s] = %q, want %q", k, l.v1[k], v)
-		}
-	}
-	if l.v2Mount != "/sys/fs/cgroup/unified" || l.v1Self["memory"] != "/user/a" || l.v1Self["cpuacct"] != "/" {
-		t.Errorf("layout %+v", l)
-	}
-}
-
-func FuzzReadCgroupLayout(f *testing.F) {
-	f.Add("36 31 0:33 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n", "0::/\n")
-	f.Add("32 31 0:29 / /a\\040b rw - cgroup cgroup rw,cpu\n", "1:cpu:/x\n")
-	f.Fuzz(func(t *testing.T, mi, self string) {
-		if _, err := readCgroupLayout(strings.NewReader(mi), strings.NewReader(self)); err != nil {
-			t.Skip()
-		}
-	})
 }

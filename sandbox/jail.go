@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microvm/microvm/internal/cgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,6 +23,32 @@ const JailEnv = "MICROVM_JAIL"
 
 // Nobody is the default uid and gid a jailed VMM runs as.
 const Nobody = 65534
+
+// CgroupMode chooses the cgroup hierarchy a jailed VMM is placed in.
+type CgroupMode = cgroup.Mode
+
+// The cgroup modes (see ParseCgroupMode).
+const (
+	// CgroupAuto uses the cgroup2 hierarchy when it offers every controller
+	// the limits need, else the v1 controllers (hybrid hosts mount memory,
+	// cpu and pids as v1 beside an empty cgroup2 "unified" tree); without
+	// limits, no cgroup.
+	CgroupAuto = cgroup.Auto
+	// CgroupV1 uses the v1 controller hierarchies.
+	CgroupV1 = cgroup.V1
+	// CgroupV2 uses the cgroup2 hierarchy.
+	CgroupV2 = cgroup.V2
+	// CgroupNone creates no cgroup; limits are refused.
+	CgroupNone = cgroup.None
+)
+
+// ParseCgroupMode parses auto, v1, v2 or none.
+func ParseCgroupMode(s string) (CgroupMode, error) { return cgroup.ParseMode(s) }
+
+// Limits are a jailed VMM's cgroup limits (zero fields set no limit):
+// MemoryBytes caps its memory, guest RAM included; CPUs its CPU time in
+// CPUs (1.5 = one and a half cores); Pids its tasks (threads count).
+type Limits = cgroup.Limits
 
 // JailConfig describes a jail.
 type JailConfig struct {
@@ -56,7 +83,7 @@ const JailNamespaces = unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET 
 // Jailed is a started jailed child.
 type Jailed struct {
 	cmd         *exec.Cmd
-	cg          *cgroup
+	cg          *cgroup.Cgroup
 	root        string
 	createdRoot bool
 }
@@ -99,16 +126,22 @@ func StartJailed(cfg JailConfig, path string, args []string, stdin, stdout, stde
 			j.cleanup()
 		}
 	}()
-	layout, err := hostCgroupLayout()
+	limited := len(cfg.Limits.Controllers()) > 0
+	layout, err := cgroup.HostLayout()
 	if err != nil {
-		if len(cfg.Limits.controllers()) > 0 {
+		if limited {
 			return nil, err
 		}
-		layout = &cgroupLayout{v1: map[string]string{}, v1Self: map[string]string{}}
+		layout = &cgroup.Layout{}
 	}
-	// The pid keeps processes apart, the clock jails of one process.
+	mode := cfg.Cgroup
+	if mode == CgroupAuto && !limited {
+		mode = CgroupNone // nothing to enforce: no cgroup to make and remove
+	}
+	// The pid keeps processes apart, the clock jails of one process. On
+	// v1 the jail joins only the controllers its limits need.
 	name := fmt.Sprintf("microvm-jail-%d-%x", os.Getpid(), time.Now().UnixNano())
-	if j.cg, err = newCgroup(layout, cfg.Cgroup, name, cfg.Limits); err != nil {
+	if j.cg, err = cgroup.New(layout, cgroup.Config{Mode: mode, Parent: "microvm", Name: name, Limits: cfg.Limits}); err != nil {
 		return nil, fmt.Errorf("jail: %w", err)
 	}
 	r, w, err := os.Pipe()
@@ -138,7 +171,7 @@ func StartJailed(cfg JailConfig, path string, args []string, stdin, stdout, stde
 		return nil, fmt.Errorf("jail: start %s: %w", path, err)
 	}
 	j.cmd = cmd
-	if err := j.cg.add(cmd.Process.Pid); err != nil {
+	if err := j.cg.Add(cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, fmt.Errorf("jail: %w", err)
@@ -172,7 +205,7 @@ func (j *Jailed) Wait() (*os.ProcessState, error) {
 }
 
 func (j *Jailed) cleanup() error {
-	err := j.cg.remove()
+	err := j.cg.Remove()
 	if j.createdRoot {
 		if e := os.Remove(j.root); e != nil && !errors.Is(e, os.ErrNotExist) {
 			err = errors.Join(err, fmt.Errorf("jail: remove root: %w", e))

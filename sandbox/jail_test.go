@@ -241,46 +241,21 @@ func TestJailChildOutsideAJail(t *testing.T) {
 	}
 }
 
-func TestCgroupLayout(t *testing.T) {
-	hybrid := `25 30 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-26 25 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
-27 25 0:25 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
-28 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
-29 25 0:27 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
-30 25 0:28 / /sys/fs/cgroup/with\040space rw - cgroup cgroup rw,freezer
-`
-	self := "4:memory:/a/b\n3:cpu,cpuacct:/\n2:pids:/p\n0::/\n"
-	l, err := parseCgroupLayout(strings.NewReader(hybrid), strings.NewReader(self))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l.v2 != "/sys/fs/cgroup/unified" || l.v1["memory"] != "/sys/fs/cgroup/memory" ||
-		l.v1["cpu"] != "/sys/fs/cgroup/cpu,cpuacct" || l.v1["pids"] != "/sys/fs/cgroup/pids" ||
-		l.v1Self["memory"] != "/a/b" || l.v1Self["pids"] != "/p" {
-		t.Errorf("layout %+v", l)
-	}
-	// The unified tree here has no controllers (its directory does not
-	// exist), so auto picks v1.
-	if m, err := l.resolve(CgroupAuto, Limits{MemoryBytes: 1}); err != nil || m != CgroupV1 {
-		t.Errorf("auto on hybrid = %v, %v; want v1", m, err)
-	}
-	if m, err := l.resolve(CgroupAuto, Limits{}); err != nil || m != CgroupNone {
-		t.Errorf("auto with no limits = %v, %v; want none", m, err)
-	}
-	empty, _ := parseCgroupLayout(strings.NewReader(""), strings.NewReader(""))
-	if _, err := empty.resolve(CgroupAuto, Limits{Pids: 5}); err == nil {
-		t.Error("limits without any cgroup hierarchy were accepted")
-	}
-	if got := unescapeOctal(`a\040b`); got != "a b" {
-		t.Errorf("unescape: %q", got)
-	}
-	for _, m := range []CgroupMode{CgroupAuto, CgroupV1, CgroupV2, CgroupNone} {
-		if back, err := ParseCgroupMode(m.String()); err != nil || back != m {
-			t.Errorf("round trip %v: %v %v", m, back, err)
+// TestJailWithoutLimits checks that a jail with no limits makes no
+// cgroup unless v2 is asked for (internal/cgroup tests the cgroups).
+func TestJailWithoutLimits(t *testing.T) {
+	needRoot(t)
+	for _, mode := range []CgroupMode{CgroupAuto, CgroupV1, CgroupNone} {
+		j, err := StartJailed(JailConfig{Root: t.TempDir(), Cgroup: mode}, "/bin/true", []string{"true"}, nil, nil, nil, nil)
+		if err != nil {
+			t.Fatalf("%v: %v", mode, err)
 		}
-	}
-	if _, err := ParseCgroupMode("v3"); err == nil {
-		t.Error("v3 accepted")
+		if d := j.CgroupDirs(); len(d) != 0 {
+			t.Errorf("%v without limits made cgroups %v", mode, d)
+		}
+		if _, err := j.Wait(); err != nil {
+			t.Errorf("%v: %v", mode, err)
+		}
 	}
 }
 
