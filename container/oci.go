@@ -268,10 +268,23 @@ func (l *ociLauncher) delete(id string) error {
 		run()
 	}
 	l.track(id, false)
+	removeRuntimeCgroups(id)
 	if err != nil && !bytes.Contains(out, []byte("does not exist")) && !bytes.Contains(out, []byte("not exist")) {
 		return fmt.Errorf("%s delete %s: %v: %s", l.name, id, err, firstLine(out))
 	}
 	return nil
+}
+
+// removeRuntimeCgroups removes the cgroups a runtime made for container id
+// (runc and crun put them at /<id> in every hierarchy) when the runtime
+// itself cannot: it was killed after making them and before recording its
+// state, so `delete` no longer knows the container. Only empty cgroups go
+// (rmdir); anything still holding a process stays.
+func removeRuntimeCgroups(id string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", id))
+	for _, d := range append(dirs, filepath.Join("/sys/fs/cgroup", id)) { // pure cgroup2 too
+		_ = os.Remove(d)
+	}
 }
 
 // Close deletes containers that may be left and removes the state directory.
