@@ -13,10 +13,17 @@ import (
 
 // BenchmarkListHosts measures what `microvm libvirt list --all` does per
 // host: dial, open test:///default, list, close; for 1 and 2 hosts listed
-// concurrently (a unix-socket daemon and a loopback TCP one).
+// concurrently (a unix-socket daemon and a loopback TCP one); and for one
+// host over loopback TLS (ECDSA P-256 certificates) and SSH (Ed25519 keys,
+// through a private sshd to the unix socket).
 func BenchmarkListHosts(b *testing.B) {
+	b.Setenv("SSH_AUTH_SOCK", "")
 	local := libvirttest.Start(b, libvirttest.Options{})
-	remote := libvirttest.Start(b, libvirttest.Options{TCP: true})
+	pki := libvirttest.NewPKI(b, b.TempDir())
+	remote := libvirttest.Start(b, libvirttest.Options{TCP: true, TLS: pki})
+	sshd := libvirttest.StartSSHD(b)
+	sshURI := fmt.Sprintf("test+ssh://%s@%s/default?socket=%s&keyfile=%s&known_hosts=%s",
+		sshd.User, sshd.Addr, local.Socket, sshd.ClientKey, sshd.KnownHosts)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
@@ -24,6 +31,8 @@ func BenchmarkListHosts(b *testing.B) {
 	}{
 		{"hosts=1-unix", []string{local.URI("test:///default")}},
 		{"hosts=1-tcp", []string{remote.TCPURI("test", "/default")}},
+		{"hosts=1-tls", []string{remote.TLSURI("test", "/default") + "?pkipath=" + pki.ClientDir}},
+		{"hosts=1-ssh", []string{sshURI}},
 		{"hosts=2", []string{local.URI("test:///default"), remote.TCPURI("test", "/default")}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -15,8 +16,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/digitalocean/go-libvirt/socket/dialers"
 )
 
 // Default ports of libvirtd's network listeners.
@@ -25,9 +24,6 @@ const (
 	defaultTLSPort = "16514"
 	defaultSSHPort = "22"
 )
-
-// noDeadline clears a deadline.
-var noDeadline time.Time
 
 // describeEndpoint names where a URI leads, for messages.
 func describeEndpoint(u *URI) string {
@@ -80,6 +76,9 @@ func explainDial(u *URI, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
 		hint = " (is libvirtd running and listening there?)"
+		if u.Transport != "unix" && u.Transport != "tcp" && u.Transport != "tls" {
+			hint = " (is sshd running and listening there?)"
+		}
 	case errors.Is(err, fs.ErrPermission):
 		hint = " (permission denied: run as root or join the libvirt group)"
 	}
@@ -89,34 +88,77 @@ func explainDial(u *URI, err error) error {
 // dialTLS connects with TLS the way libvirt's client does: CA and client
 // certificate from pkipath=, ~/.pki/libvirt (non-root) or /etc/pki, and the
 // one-byte answer after the handshake telling whether the server accepted
-// our certificate.
+// our certificate. ctx bounds the handshake and that answer.
 func dialTLS(ctx context.Context, u *URI) (net.Conn, error) {
-	conf, err := tlsConfig(u)
+	conf, files, err := tlsConfig(u)
 	if err != nil {
 		return nil, err
 	}
-	td := tls.Dialer{Config: conf}
-	c, err := td.DialContext(ctx, "tcp", net.JoinHostPort(u.Host, portOr(u.Port, defaultTLSPort)))
+	addr := net.JoinHostPort(u.Host, portOr(u.Port, defaultTLSPort))
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, explainDial(u, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetReadDeadline(dl)
+	c := tls.Client(raw, conf)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w%s", addr, err, files.hint(err))
 	}
+	// Unblock the read below when ctx ends.
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Unix(1, 0)) })
 	buf := make([]byte, 1)
-	if _, err := c.Read(buf); err != nil {
+	_, err = io.ReadFull(c, buf)
+	if !stop() {
 		c.Close()
-		return nil, fmt.Errorf("tls %s: reading the server's verdict on our certificate: %w", u.Host, err)
+		return nil, fmt.Errorf("tls %s: %w: no verdict on our client certificate", addr, ctx.Err())
+	}
+	if err != nil {
+		c.Close()
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return nil, fmt.Errorf("tls %s: the server closed the connection after the handshake: it rejected our client certificate or address (%s)", addr, files.client())
+		}
+		return nil, fmt.Errorf("tls %s: reading the server's verdict on our client certificate: %w", addr, err)
 	}
 	if buf[0] != 1 {
 		c.Close()
-		return nil, fmt.Errorf("tls %s: the server rejected our client certificate or address", u.Host)
+		return nil, fmt.Errorf("tls %s: the server rejected our client certificate or address (%s)", addr, files.client())
 	}
-	_ = c.SetReadDeadline(noDeadline)
 	return c, nil
 }
 
-func tlsConfig(u *URI) (*tls.Config, error) {
+// tlsFiles names the files a TLS connection uses, for messages.
+type tlsFiles struct {
+	ca, cert  string // empty when none was found
+	certTried []string
+	noVerify  bool
+}
+
+func (f tlsFiles) client() string {
+	if f.cert == "" {
+		return "we sent no client certificate: there is no " + strings.Join(f.certTried, " or ")
+	}
+	return "we sent " + f.cert
+}
+
+// hint explains a handshake failure in terms of the files used.
+func (f tlsFiles) hint(err error) string {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ce x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &ua):
+		return fmt.Sprintf(" (the server's certificate is not signed by the CA in %s; pkipath= names the directory of the right cacert.pem, no_verify=1 skips the check)", f.ca)
+	case errors.As(err, &he):
+		return " (the server's certificate is not for the host named in the URI; no_verify=1 skips the check)"
+	case errors.As(err, &ce):
+		return " (no_verify=1 skips the check)"
+	}
+	return ""
+}
+
+func tlsConfig(u *URI) (*tls.Config, tlsFiles, error) {
+	var files tlsFiles
 	type dirs struct{ ca, cert, key string }
 	var search []dirs
 	if p := u.Query.Get("pkipath"); p != "" {
@@ -128,26 +170,27 @@ func tlsConfig(u *URI) (*tls.Config, error) {
 		}
 		search = append(search, dirs{"/etc/pki/CA", "/etc/pki/libvirt", "/etc/pki/libvirt/private"})
 	}
-	noVerify := false
 	if nv := u.Query.Get("no_verify"); nv != "" {
 		n, err := strconv.Atoi(nv)
 		if err != nil {
-			return nil, fmt.Errorf("%w: no_verify=%s is not a number", ErrBadURI, nv)
+			return nil, files, fmt.Errorf("%w: no_verify=%s is not a number", ErrBadURI, nv)
 		}
-		noVerify = n != 0
+		files.noVerify = n != 0
 	}
-	conf := &tls.Config{ServerName: u.Host, InsecureSkipVerify: noVerify, MinVersion: tls.VersionTLS12}
+	conf := &tls.Config{ServerName: u.Host, InsecureSkipVerify: files.noVerify, MinVersion: tls.VersionTLS12}
 	var tried []string
 	for _, d := range search {
 		if conf.RootCAs == nil {
-			if pem, err := os.ReadFile(filepath.Join(d.ca, "cacert.pem")); err == nil {
+			ca := filepath.Join(d.ca, "cacert.pem")
+			if pem, err := os.ReadFile(ca); err == nil {
 				pool := x509.NewCertPool()
 				if !pool.AppendCertsFromPEM(pem) {
-					return nil, fmt.Errorf("tls: no certificate in %s", filepath.Join(d.ca, "cacert.pem"))
+					return nil, files, fmt.Errorf("tls: no certificate in %s", ca)
 				}
 				conf.RootCAs = pool
+				files.ca = ca
 			} else {
-				tried = append(tried, filepath.Join(d.ca, "cacert.pem"))
+				tried = append(tried, ca)
 			}
 		}
 		if len(conf.Certificates) == 0 {
@@ -155,99 +198,18 @@ func tlsConfig(u *URI) (*tls.Config, error) {
 			if _, err := os.Stat(cert); err == nil {
 				pair, err := tls.LoadX509KeyPair(cert, key)
 				if err != nil {
-					return nil, fmt.Errorf("tls client certificate %s: %w", cert, err)
+					return nil, files, fmt.Errorf("tls client certificate %s: %w", cert, err)
 				}
 				conf.Certificates = []tls.Certificate{pair}
+				files.cert = cert
+			} else {
+				files.certTried = append(files.certTried, cert)
 			}
 		}
 	}
-	if conf.RootCAs == nil && !noVerify {
-		return nil, fmt.Errorf("tls: no CA certificate found (looked for %s); give pkipath= or no_verify=1",
+	if conf.RootCAs == nil && !files.noVerify {
+		return nil, files, fmt.Errorf("tls: no CA certificate found (looked for %s); give pkipath= or no_verify=1",
 			strings.Join(tried, ", "))
 	}
-	return conf, nil
-}
-
-// dialSSH uses go-libvirt's ssh dialer (golang.org/x/crypto/ssh, not the
-// ssh binary). That dialer takes no context, so it runs aside and is
-// abandoned, its connection closed when it arrives, if ctx ends first.
-func dialSSH(ctx context.Context, u *URI) (net.Conn, error) {
-	opts := []dialers.SSHOption{dialers.UseSSHPort(portOr(u.Port, defaultSSHPort))}
-	if u.Transport == "ssh" {
-		cu, err := user.Current()
-		if err != nil {
-			return nil, fmt.Errorf("ssh: current user: %w", err)
-		}
-		opts = append([]dialers.SSHOption{dialers.WithSystemSSHDefaults(cu)}, opts...)
-	}
-	if u.User != "" {
-		opts = append(opts, dialers.UseSSHUsername(u.User))
-	}
-	if pw, ok := u.u.User.Password(); ok {
-		opts = append(opts, dialers.UseSSHPassword(pw))
-	}
-	q := u.Query
-	if s := q.Get("socket"); s != "" {
-		opts = append(opts, dialers.WithRemoteSocket(s))
-	}
-	if k := q.Get("keyfile"); k != "" {
-		opts = append(opts, dialers.UseKeyFile(k))
-	}
-	if k := q.Get("known_hosts"); k != "" {
-		opts = append(opts, dialers.UseKnownHostsFile(k))
-	}
-	switch q.Get("known_hosts_verify") {
-	case "", "normal":
-	case "auto":
-		opts = append(opts, dialers.WithAcceptUnknownHostKey())
-	case "ignore":
-		opts = append(opts, dialers.WithInsecureIgnoreHostKey())
-	default:
-		return nil, fmt.Errorf("%w: known_hosts_verify=%s (want normal, auto or ignore)", ErrBadURI, q.Get("known_hosts_verify"))
-	}
-	if nv := q.Get("no_verify"); nv != "" && nv != "0" {
-		opts = append(opts, dialers.WithInsecureIgnoreHostKey())
-	}
-	if auth := q.Get("sshauth"); auth != "" {
-		m := &dialers.SSHAuthMethods{}
-		for _, a := range strings.Split(auth, ",") {
-			switch strings.ToLower(a) {
-			case "agent":
-				m.Agent()
-			case "privkey":
-				m.PrivKey()
-			case "password":
-				m.Password()
-			case "keyboard-interactive":
-				m.KeyboardInteractive()
-			default:
-				return nil, fmt.Errorf("%w: sshauth method %q", ErrBadURI, a)
-			}
-		}
-		opts = append(opts, dialers.WithSSHAuthMethods(m))
-	}
-	d := dialers.NewSSH(u.Host, opts...)
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := d.Dial()
-		ch <- result{c, err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, fmt.Errorf("ssh %s: %w", u.Host, r.err)
-		}
-		return r.c, nil
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.c != nil {
-				r.c.Close()
-			}
-		}()
-		return nil, fmt.Errorf("ssh %s: %w", u.Host, ctx.Err())
-	}
+	return conf, files, nil
 }

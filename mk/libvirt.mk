@@ -13,9 +13,12 @@
 # stopped afterwards. virsh (libvirt-clients) cross-checks `list`; QEMU boots
 # Debian's cloud kernel (MICROVM_DEBIAN_KERNEL, `make debian-kernel` in
 # mk/kernel.mk) under TCG with a busybox-static initrd built by the tests.
+# The TLS test gives a private daemon a TLS listener with certificates it
+# generates; the SSH test starts a private OpenSSH sshd (openssh-server) on a
+# loopback port in front of a private daemon's socket.
 
 APT_PACKAGES += libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-	qemu-system-x86 busybox-static util-linux
+	qemu-system-x86 busybox-static util-linux openssh-server
 
 LIBVIRT_BENCH_FLAGS ?= -benchtime 5x
 LIBVIRT_SANDBOX     ?= $(CACHE)/libvirt-sandbox

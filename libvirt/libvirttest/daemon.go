@@ -1,5 +1,7 @@
-// Package libvirttest starts private libvirt daemons for tests and builds
-// the small guest initrd the boot tests use.
+// Package libvirttest starts private libvirt daemons for tests (on a unix
+// socket, loopback TCP or loopback TLS with a throwaway PKI from NewPKI), a
+// private OpenSSH server in front of them (StartSSHD), and builds the small
+// guest initrd the boot tests use.
 //
 // A private daemon is the real libvirtd from the host's packages, started as
 // root in a mount namespace of its own (util-linux unshare) in which /run,
@@ -39,6 +41,10 @@ type Options struct {
 	// TCP makes the daemon listen on 127.0.0.1 (a free port) with auth
 	// "none", standing in for a remote host.
 	TCP bool
+	// TLS makes the daemon listen for TLS on 127.0.0.1 (a free port) with
+	// auth "none" and these certificates (NewPKI); clients must present a
+	// certificate of the same CA.
+	TLS *PKI
 	// CapsCache is a directory kept between runs for libvirtd's cache of
 	// QEMU capabilities (probing QEMU takes seconds on a fresh daemon).
 	// When empty, $MICROVM_CACHE/libvirt-qemu-capabilities is used if
@@ -54,6 +60,8 @@ type Daemon struct {
 	Socket string
 	// TCPAddr is host:port of the TCP listener (Options.TCP), else empty.
 	TCPAddr string
+	// TLSAddr is host:port of the TLS listener (Options.TLS), else empty.
+	TLSAddr string
 	// Log is the daemon's stderr.
 	Log string
 
@@ -84,6 +92,13 @@ func (d *Daemon) VirshURI(uri string) string {
 // TCPURI("qemu", "/system").
 func (d *Daemon) TCPURI(driver, path string) string {
 	return driver + "+tcp://" + d.TCPAddr + path
+}
+
+// TLSURI returns driver+tls://127.0.0.1:port/path for a TLS daemon, e.g.
+// TLSURI("qemu", "/system"); the client's certificates still have to be
+// named (?pkipath=PKI.ClientDir).
+func (d *Daemon) TLSURI(driver, path string) string {
+	return driver + "+tls://" + d.TLSAddr + path
 }
 
 // Binary returns the libvirtd to use, or why there is none.
@@ -131,7 +146,7 @@ func Start(t testing.TB, opts Options) *Daemon {
 		t.Fatalf("private libvirtd: %v", err)
 	}
 	args := []string{bin, "-f", "/etc/libvirt/libvirtd.conf", "-p", "/run/libvirtd.pid"}
-	if opts.TCP {
+	if opts.TCP || opts.TLS != nil {
 		args = append(args, "--listen")
 	}
 	capsMount := ":"
@@ -216,7 +231,19 @@ keepalive_count = 5
 			return err
 		}
 		d.TCPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		conf = strings.Replace(conf, "listen_tcp = 0", fmt.Sprintf("listen_tcp = 1\ntcp_port = \"%d\"\nlisten_addr = \"127.0.0.1\"\nauth_tcp = \"none\"", port), 1)
+		conf = strings.Replace(conf, "listen_tcp = 0", fmt.Sprintf("listen_tcp = 1\ntcp_port = \"%d\"\nauth_tcp = \"none\"", port), 1)
+	}
+	if p := opts.TLS; p != nil {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		d.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		conf = strings.Replace(conf, "listen_tls = 0", fmt.Sprintf("listen_tls = 1\ntls_port = \"%d\"\nauth_tls = \"none\"\nca_file = %q\ncert_file = %q\nkey_file = %q",
+			port, p.CACert, p.ServerCert, p.ServerKey), 1)
+	}
+	if opts.TCP || opts.TLS != nil {
+		conf += "listen_addr = \"127.0.0.1\"\n"
 	}
 	qemu := `# QEMU driver of the private libvirtd: runs QEMU as root, confines nothing
 user = "root"
@@ -286,6 +313,14 @@ func (d *Daemon) waitReady(limit time.Duration) error {
 		if last == nil && d.TCPAddr != "" {
 			host, port, _ := net.SplitHostPort(d.TCPAddr)
 			last = ping(dialers.NewRemote(host, dialers.UsePort(port), dialers.WithRemoteTimeout(time.Second)))
+		}
+		if last == nil && d.TLSAddr != "" {
+			// All listeners are bound before the daemon serves its unix
+			// socket; a TCP connect shows the TLS port is open too.
+			var c net.Conn
+			if c, last = net.DialTimeout("tcp", d.TLSAddr, time.Second); last == nil {
+				c.Close()
+			}
 		}
 		if last == nil {
 			return nil
