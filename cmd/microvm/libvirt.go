@@ -130,6 +130,19 @@ func lvContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// withConn runs fn with a connection to the command's single host, under a
+// context that SIGINT and SIGTERM cancel; the connection is closed after.
+func (a *app) withConn(cmd *cobra.Command, f *libvirtFlags, fn func(ctx context.Context, c *libvirt.Conn) error) error {
+	ctx, cancel := lvContext()
+	defer cancel()
+	c, err := a.lvDial(ctx, cmd, f)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(ctx, c)
+}
+
 // lvDial connects to the single host of a command.
 func (a *app) lvDial(ctx context.Context, cmd *cobra.Command, f *libvirtFlags) (*libvirt.Conn, error) {
 	uri, err := f.single(cmd)
@@ -287,47 +300,42 @@ func (a *app) newLibvirtInfoCmd(f *libvirtFlags) *cobra.Command {
 		Example: "  microvm libvirt info vm1\n  microvm libvirt -c test:///default info test --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.Info(ctx, args[0])
-			if err != nil {
-				return lvErr(ctx, err)
-			}
-			if f.json {
-				return lvWriteJSON(a.stdout, info)
-			}
-			yesno := func(b bool) string {
-				if b {
-					return "yes"
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				info, err := c.Info(ctx, args[0])
+				if err != nil {
+					return lvErr(ctx, err)
 				}
-				return "no"
-			}
-			autostart := "disable"
-			if info.Autostart {
-				autostart = "enable"
-			}
-			for _, kv := range [][2]string{
-				{"Id", info.IDString()},
-				{"Name", info.Name},
-				{"UUID", info.UUID},
-				{"OS Type", info.OSType},
-				{"State", info.State.String()},
-				{"CPU(s)", fmt.Sprint(info.VCPUs)},
-				{"CPU time", libvirt.FormatCPUTime(info.CPUTime)},
-				{"Max memory", fmt.Sprintf("%d KiB", info.MaxMemoryKiB)},
-				{"Used memory", fmt.Sprintf("%d KiB", info.MemoryKiB)},
-				{"Persistent", yesno(info.Persistent)},
-				{"Autostart", autostart},
-			} {
-				fmt.Fprintf(a.stdout, "%-15s %s\n", kv[0]+":", kv[1])
-			}
-			fmt.Fprintln(a.stdout)
-			return nil
+				if f.json {
+					return lvWriteJSON(a.stdout, info)
+				}
+				yesno := func(b bool) string {
+					if b {
+						return "yes"
+					}
+					return "no"
+				}
+				autostart := "disable"
+				if info.Autostart {
+					autostart = "enable"
+				}
+				for _, kv := range [][2]string{
+					{"Id", info.IDString()},
+					{"Name", info.Name},
+					{"UUID", info.UUID},
+					{"OS Type", info.OSType},
+					{"State", info.State.String()},
+					{"CPU(s)", fmt.Sprint(info.VCPUs)},
+					{"CPU time", libvirt.FormatCPUTime(info.CPUTime)},
+					{"Max memory", fmt.Sprintf("%d KiB", info.MaxMemoryKiB)},
+					{"Used memory", fmt.Sprintf("%d KiB", info.MemoryKiB)},
+					{"Persistent", yesno(info.Persistent)},
+					{"Autostart", autostart},
+				} {
+					fmt.Fprintf(a.stdout, "%-15s %s\n", kv[0]+":", kv[1])
+				}
+				fmt.Fprintln(a.stdout)
+				return nil
+			})
 		},
 	}
 }
@@ -339,19 +347,14 @@ func (a *app) newLibvirtDumpXMLCmd(f *libvirtFlags) *cobra.Command {
 		Example: "  microvm libvirt dumpxml vm1 > vm1.xml",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				x, err := c.XML(ctx, args[0])
+				if err != nil {
+					return lvErr(ctx, err)
+				}
+				_, err = io.WriteString(a.stdout, x)
 				return err
-			}
-			defer c.Close()
-			x, err := c.XML(ctx, args[0])
-			if err != nil {
-				return lvErr(ctx, err)
-			}
-			_, err = io.WriteString(a.stdout, x)
-			return err
+			})
 		},
 	}
 }
@@ -377,22 +380,17 @@ Defining a name that already exists is an error unless --update is given
 			if err != nil {
 				return usageErrorf("read domain XML: %v", err)
 			}
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			d, err := c.Define(ctx, string(data), libvirt.DefineOptions{Update: update})
-			if err != nil {
-				return lvErr(ctx, err)
-			}
-			if f.json {
-				return lvWriteJSON(a.stdout, d)
-			}
-			fmt.Fprintf(a.stdout, "Domain '%s' defined from %s\n\n", d.Name, args[0])
-			return nil
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				d, err := c.Define(ctx, string(data), libvirt.DefineOptions{Update: update})
+				if err != nil {
+					return lvErr(ctx, err)
+				}
+				if f.json {
+					return lvWriteJSON(a.stdout, d)
+				}
+				fmt.Fprintf(a.stdout, "Domain '%s' defined from %s\n\n", d.Name, args[0])
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&update, "update", false, "replace the definition of an existing domain")
@@ -409,26 +407,21 @@ sent the domain's "started" lifecycle event.`,
 		Example: "  microvm libvirt start vm1\n  microvm libvirt start vm1 --wait --timeout 30s",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			t0 := time.Now()
-			d, err := c.Start(ctx, args[0], w)
-			if err != nil {
-				return lvErr(ctx, err)
-			}
-			if f.json {
-				return lvWriteJSON(a.stdout, struct {
-					libvirt.Domain
-					TookNS time.Duration `json:"took_ns"`
-				}{d, time.Since(t0)})
-			}
-			fmt.Fprintf(a.stdout, "Domain '%s' started\n\n", d.Name)
-			return nil
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				t0 := time.Now()
+				d, err := c.Start(ctx, args[0], w)
+				if err != nil {
+					return lvErr(ctx, err)
+				}
+				if f.json {
+					return lvWriteJSON(a.stdout, struct {
+						libvirt.Domain
+						TookNS time.Duration `json:"took_ns"`
+					}{d, time.Since(t0)})
+				}
+				fmt.Fprintf(a.stdout, "Domain '%s' started\n\n", d.Name)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&w.Wait, "wait", false, `wait for the "started" lifecycle event`)
@@ -448,26 +441,21 @@ stop within --timeout is exit status 124.`,
 		Example: "  microvm libvirt shutdown vm1\n  microvm libvirt shutdown vm1 --wait --timeout 2m",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			took, err := c.Shutdown(ctx, args[0], w)
-			if err != nil {
-				return lvErr(ctx, err)
-			}
-			switch {
-			case f.json:
-				return lvWriteJSON(a.stdout, map[string]any{"name": args[0], "stopped": w.Wait, "took_ns": took})
-			case w.Wait:
-				fmt.Fprintf(a.stdout, "Domain '%s' is shut off (%s)\n\n", args[0], took.Round(time.Millisecond))
-			default:
-				fmt.Fprintf(a.stdout, "Domain '%s' is being shutdown\n\n", args[0])
-			}
-			return nil
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				took, err := c.Shutdown(ctx, args[0], w)
+				if err != nil {
+					return lvErr(ctx, err)
+				}
+				switch {
+				case f.json:
+					return lvWriteJSON(a.stdout, map[string]any{"name": args[0], "stopped": w.Wait, "took_ns": took})
+				case w.Wait:
+					fmt.Fprintf(a.stdout, "Domain '%s' is shut off (%s)\n\n", args[0], took.Round(time.Millisecond))
+				default:
+					fmt.Fprintf(a.stdout, "Domain '%s' is being shutdown\n\n", args[0])
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&w.Wait, "wait", false, `wait until the domain has stopped ("stopped" lifecycle event)`)
@@ -484,21 +472,16 @@ func (a *app) lvSimple(f *libvirtFlags, use, short, long, done string, op func(*
 		Example: "  microvm libvirt " + use + " vm1",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := op(c, ctx, args[0]); err != nil {
-				return lvErr(ctx, err)
-			}
-			if f.json {
-				return lvWriteJSON(a.stdout, map[string]any{"name": args[0], "done": use})
-			}
-			fmt.Fprintf(a.stdout, "Domain '%s' %s\n\n", args[0], done)
-			return nil
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				if err := op(c, ctx, args[0]); err != nil {
+					return lvErr(ctx, err)
+				}
+				if f.json {
+					return lvWriteJSON(a.stdout, map[string]any{"name": args[0], "done": use})
+				}
+				fmt.Fprintf(a.stdout, "Domain '%s' %s\n\n", args[0], done)
+				return nil
+			})
 		},
 	}
 }
@@ -592,38 +575,33 @@ stops before it is ready is exit status 127 with its last console line.`,
 				return usageErrorf("--memory must be at least 16 (MiB) and --cpus at least 1")
 			}
 			spec.WaitExit = !detach
-			ctx, cancel := lvContext()
-			defer cancel()
-			c, err := a.lvDial(ctx, cmd, f)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			res, err := c.BootKernel(ctx, spec)
-			if rm && res != nil {
-				cctx, ccancel := context.WithTimeout(context.Background(), f.callTimeout)
-				if cerr := res.Cleanup(cctx); cerr != nil {
-					fmt.Fprintf(a.stderr, "microvm: clean up: %v\n", cerr)
-				}
-				ccancel()
-			}
-			if res != nil && res.UUID != "" {
-				if f.json {
-					out := struct {
-						*libvirt.BootResult
-						Error string `json:"error,omitempty"`
-					}{BootResult: res}
-					if err != nil {
-						out.Error = err.Error()
+			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
+				res, err := c.BootKernel(ctx, spec)
+				if rm && res != nil {
+					cctx, ccancel := context.WithTimeout(context.Background(), f.callTimeout)
+					if cerr := res.Cleanup(cctx); cerr != nil {
+						fmt.Fprintf(a.stderr, "microvm: clean up: %v\n", cerr)
 					}
-					if jerr := lvWriteJSON(a.stdout, out); jerr != nil {
-						return jerr
-					}
-				} else {
-					lvPrintBoot(a.stderr, res)
+					ccancel()
 				}
-			}
-			return lvErr(ctx, err)
+				if res != nil && res.UUID != "" {
+					if f.json {
+						out := struct {
+							*libvirt.BootResult
+							Error string `json:"error,omitempty"`
+						}{BootResult: res}
+						if err != nil {
+							out.Error = err.Error()
+						}
+						if jerr := lvWriteJSON(a.stdout, out); jerr != nil {
+							return jerr
+						}
+					} else {
+						lvPrintBoot(a.stderr, res)
+					}
+				}
+				return lvErr(ctx, err)
+			})
 		},
 	}
 	fl := cmd.Flags()
