@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -131,8 +130,7 @@ type engineLauncher struct {
 	image     string
 	imported  bool
 
-	mu  sync.Mutex
-	ids map[string]bool
+	live liveSet // containers that may still exist
 }
 
 // globals are podman's flags for a private, host-friendly setup.
@@ -154,19 +152,6 @@ func (l *engineLauncher) command(ctx context.Context, args ...string) *exec.Cmd 
 	cmd := exec.CommandContext(ctx, l.bin, append(l.globals(), args...)...)
 	cmd.Env = l.env
 	return cmd
-}
-
-func (l *engineLauncher) track(id string, live bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ids == nil {
-		l.ids = map[string]bool{}
-	}
-	if live {
-		l.ids[id] = true
-	} else {
-		delete(l.ids, id)
-	}
 }
 
 // Launch runs `ENGINE run --rm --network none [--preserve-fds 1] IMAGE ARGS`.
@@ -218,10 +203,10 @@ func (l *engineLauncher) Launch(ctx context.Context, stdio IO) (*Result, error) 
 	// A container left running by a killed runtime holds our stdio pipes:
 	// never let that block Wait for long.
 	cmd.WaitDelay = 5 * time.Second
-	l.track(id, true)
+	l.live.track(id, true)
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
-		l.track(id, false)
+		l.live.track(id, false)
 		return nil, &StartError{Code: ExitLauncher, Err: fmt.Errorf("%s: start: %w", l.name, err)}
 	}
 	readyAt := closedTimeChan()
@@ -266,7 +251,7 @@ func (l *engineLauncher) Launch(ctx context.Context, stdio IO) (*Result, error) 
 		_ = l.remove(id)
 		return nil, &StartError{Code: res.Status, Err: fmt.Errorf("%s run (status %d): %s", l.name, res.Status, lastLine([]byte(tail.String())))}
 	}
-	l.track(id, false)
+	l.live.track(id, false)
 	return res, nil
 }
 
@@ -279,7 +264,7 @@ func (l *engineLauncher) remove(id string) error {
 		args = []string{"rm", "--force", "--time", "0", id} // no 10 s grace for a PID 1 that ignores SIGTERM
 	}
 	out, err := l.command(ctx, args...).CombinedOutput()
-	l.track(id, false)
+	l.live.track(id, false)
 	if err != nil && !strings.Contains(strings.ToLower(string(out)), "no such container") && !strings.Contains(string(out), "no container with") {
 		return fmt.Errorf("%s rm %s: %v: %s", l.name, id, err, lastLine(out))
 	}
@@ -288,12 +273,7 @@ func (l *engineLauncher) remove(id string) error {
 
 // Close removes left-over containers, the image and the state directory.
 func (l *engineLauncher) Close() error {
-	l.mu.Lock()
-	var ids []string
-	for id := range l.ids {
-		ids = append(ids, id)
-	}
-	l.mu.Unlock()
+	ids := l.live.snapshot()
 	var errs []error
 	for _, id := range ids {
 		errs = append(errs, l.remove(id))

@@ -119,8 +119,7 @@ type ociLauncher struct {
 	dir, bundle string
 	thread      *cgroup2Thread // non-nil: start the runtime from here
 
-	mu  sync.Mutex
-	ids map[string]bool // containers that may still exist
+	live liveSet // containers that may still exist
 }
 
 func (l *ociLauncher) rootArgs(logFile string) []string {
@@ -139,19 +138,6 @@ func (l *ociLauncher) start(cmd *exec.Cmd) error {
 	var err error
 	l.thread.do(func() { err = cmd.Start() })
 	return err
-}
-
-func (l *ociLauncher) track(id string, live bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ids == nil {
-		l.ids = map[string]bool{}
-	}
-	if live {
-		l.ids[id] = true
-	} else {
-		delete(l.ids, id)
-	}
 }
 
 // Launch runs `RUNTIME run --bundle B [--preserve-fds 1] ID`.
@@ -184,10 +170,10 @@ func (l *ociLauncher) Launch(ctx context.Context, stdio IO) (*Result, error) {
 	// A container left running by a killed runtime holds our stdio pipes:
 	// never let that block Wait for long.
 	cmd.WaitDelay = 5 * time.Second
-	l.track(id, true)
+	l.live.track(id, true)
 	t0 := time.Now()
 	if err := l.start(cmd); err != nil {
-		l.track(id, false)
+		l.live.track(id, false)
 		return nil, &StartError{Code: ExitLauncher, Err: fmt.Errorf("%s: start: %w", l.name, err)}
 	}
 	readyAt := closedTimeChan()
@@ -241,7 +227,7 @@ func (l *ociLauncher) Launch(ctx context.Context, stdio IO) (*Result, error) {
 		// The runtime itself was killed: the container may still exist.
 		_ = l.delete(id)
 	}
-	l.track(id, false)
+	l.live.track(id, false)
 	return res, nil
 }
 
@@ -267,7 +253,7 @@ func (l *ociLauncher) delete(id string) error {
 	} else {
 		run()
 	}
-	l.track(id, false)
+	l.live.track(id, false)
 	removeRuntimeCgroups(id)
 	if err != nil && !bytes.Contains(out, []byte("does not exist")) && !bytes.Contains(out, []byte("not exist")) {
 		return fmt.Errorf("%s delete %s: %v: %s", l.name, id, err, firstLine(out))
@@ -289,12 +275,7 @@ func removeRuntimeCgroups(id string) {
 
 // Close deletes containers that may be left and removes the state directory.
 func (l *ociLauncher) Close() error {
-	l.mu.Lock()
-	var ids []string
-	for id := range l.ids {
-		ids = append(ids, id)
-	}
-	l.mu.Unlock()
+	ids := l.live.snapshot()
 	var errs []error
 	for _, id := range ids {
 		errs = append(errs, l.delete(id))

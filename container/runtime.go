@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -185,4 +186,36 @@ func removeAll(dir string) error {
 		return fmt.Errorf("remove %s: %w", filepath.Base(dir), err)
 	}
 	return nil
+}
+
+// liveSet remembers the containers a launcher started that may still
+// exist, so that Close can remove what a failed or cancelled launch left.
+type liveSet struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+// track records that container id may exist (live) or is gone.
+func (s *liveSet) track(id string, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = map[string]bool{}
+	}
+	if live {
+		s.ids[id] = true
+	} else {
+		delete(s.ids, id)
+	}
+}
+
+// snapshot returns the ids tracked now.
+func (s *liveSet) snapshot() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.ids))
+	for id := range s.ids {
+		ids = append(ids, id)
+	}
+	return ids
 }
