@@ -213,18 +213,9 @@ func (l *engineLauncher) Launch(ctx context.Context, stdio IO) (*Result, error) 
 	if started != nil {
 		readyAt = started()
 	}
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-	var werr error
-	select {
-	case werr = <-waitDone:
-	case <-ctx.Done():
-		// Kill the runtime, then the container it may leave behind (it
-		// holds our pipes, so Wait would not return before).
-		_ = cmd.Process.Kill()
-		derr := l.remove(id)
-		<-waitDone
-		return nil, errors.Join(ctx.Err(), derr)
+	werr, stopped := waitOrKill(ctx, cmd, func() error { return l.remove(id) })
+	if stopped != nil {
+		return nil, stopped
 	}
 	res := &Result{ExitAfter: time.Since(t0)}
 	if t, ok := <-readyAt; ok {

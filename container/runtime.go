@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -218,4 +219,22 @@ func (s *liveSet) snapshot() []string {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// waitOrKill waits for a started runtime process and returns Wait's error.
+// When ctx ends first it kills the runtime, removes the container it may
+// leave behind (which holds our pipes, so Wait would not return before), and
+// returns, as stopped, ctx's error joined with the removal's.
+func waitOrKill(ctx context.Context, cmd *exec.Cmd, remove func() error) (waitErr, stopped error) {
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	select {
+	case err := <-waitDone:
+		return err, nil
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		rerr := remove()
+		<-waitDone
+		return nil, errors.Join(ctx.Err(), rerr)
+	}
 }
