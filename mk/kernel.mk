@@ -11,9 +11,10 @@
 
 # Kernel build: linux-source-6.1 and its build dependencies. Payload codecs
 # (CLI tools) for the decompression tests, busybox-static and cpio for the
-# initramfs, QEMU (TCG) to boot the initramfs in tests.
+# initramfs, e2fsprogs for ext4 root images, QEMU (TCG) to boot the
+# initramfs in tests, ACPICA's iasl to check the ACPI tables.
 APT_PACKAGES += linux-source-6.1 flex bison bc libelf-dev libssl-dev make gcc binutils \
-	busybox-static cpio gzip bzip2 xz-utils lz4 zstd qemu-system-x86
+	busybox-static cpio gzip bzip2 xz-utils lz4 zstd qemu-system-x86 e2fsprogs acpica-tools
 
 TEST_PREREQS += debian-kernel kernel initramfs
 

@@ -15,8 +15,10 @@ import (
 // DefaultLinuxCmdline is the kernel command line when Config.Cmdline is
 // empty: a serial console, reboot through the keyboard controller (which
 // ends the VM), reboot one second after a panic, and no hunting for
-// hardware a micro-VM does not have.
-const DefaultLinuxCmdline = "console=ttyS0 reboot=k panic=1 pci=off nomodule " +
+// hardware a micro-VM does not have. Modules stay allowed (unlike
+// Firecracker's default "nomodule"): kernels like Debian's have their
+// virtio drivers as modules, which the initramfs loads.
+const DefaultLinuxCmdline = "console=ttyS0 reboot=k panic=1 pci=off " +
 	"i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
 
 // The VMM's own pages for a Linux boot, clear of images/linux's layout
@@ -67,6 +69,7 @@ func (m *Machine) bootLinux() error {
 	boot, err := linux.Load(ctx, m.mem, linux.Config{
 		Kernel: m.cfg.Image, Initrd: m.cfg.Initrd, Cmdline: cmdline,
 		CPUs: len(m.cpus), CacheDir: m.cfg.KernelCacheDir,
+		ACPI: m.hostACPI(), Devices: m.acpiDevices(),
 	})
 	if err != nil {
 		return linuxError(err)

@@ -55,6 +55,18 @@ func (m *Machine) hostCmdline() string {
 	return ""
 }
 
+// hostACPI reports whether a Linux guest gets ACPI tables on this host.
+// Not on kvm_pvm: the tables describe a hardware-reduced platform, on
+// which Linux drops the 8259 PIC and the PIT and takes its timer from the
+// local APIC — which pvmCmdline turns off.
+func (m *Machine) hostACPI() bool {
+	if m.host == HostPVM {
+		m.note("host adaptation: kvm_pvm host, no ACPI tables (the guest keeps the PIT and 8259 timer; devices come from the MP table and the command line)")
+		return false
+	}
+	return true
+}
+
 // hostCPUID adapts the supported CPUID to this host.
 func (m *Machine) hostCPUID(entries []kvm.CPUIDEntry) []kvm.CPUIDEntry {
 	if m.host != HostPVM {

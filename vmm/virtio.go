@@ -14,6 +14,7 @@ import (
 
 	"github.com/microvm/microvm/devices"
 	"github.com/microvm/microvm/devices/virtio"
+	"github.com/microvm/microvm/images/linux"
 	"github.com/microvm/microvm/kvm"
 	"golang.org/x/sys/unix"
 )
@@ -292,6 +293,16 @@ func (m *Machine) virtioBootDevices() []bootDevice {
 		t = append(t, bootDevice{typ: uint32(vd.Type), irq: vd.GSI, base: vd.Base, size: vd.Size})
 	}
 	return t
+}
+
+// acpiDevices lists the virtio-mmio transports for the guest's DSDT (how
+// kernels with ACPI but without command-line devices find them).
+func (m *Machine) acpiDevices() []linux.MMIODevice {
+	var out []linux.MMIODevice
+	for _, vd := range m.virtio {
+		out = append(out, linux.MMIODevice{Base: vd.Base, Size: vd.Size, GSI: vd.GSI})
+	}
+	return out
 }
 
 // virtioCmdline returns the kernel command-line entries that tell Linux

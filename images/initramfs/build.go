@@ -17,7 +17,9 @@ import (
 
 // InitScript is the default /init: mounts devtmpfs (first: there is no
 // /dev/console before), proc and sysfs, insmods the modules listed in
-// /etc/microvm/modules, prints ReadyMarker, writes the microvm ready
+// /etc/microvm/modules, switches to the root=/dev/... device when the
+// command line names one (for kernels whose disk driver is one of those
+// modules), prints ReadyMarker, writes the microvm ready
 // register, runs the command given as microvm.cmd=... on the kernel command
 // line (or a shell on the console), writes its exit status to the microvm
 // exit register and powers off. See the script for the register details.
@@ -40,7 +42,7 @@ func Applets() []string {
 		"df", "dmesg", "echo", "env", "false", "free", "grep", "halt", "head",
 		"hostname", "id", "insmod", "ip", "kill", "ln", "ls", "lsmod", "mkdir",
 		"mknod", "mount", "mv", "poweroff", "printf", "ps", "pwd", "reboot", "rm",
-		"rmdir", "sed", "seq", "setsid", "sh", "sleep", "stat", "sync", "sysctl",
+		"rmdir", "sed", "seq", "setsid", "sh", "sleep", "stat", "switch_root", "sync", "sysctl",
 		"tail", "tee", "test", "time", "touch", "tr", "true", "umount", "uname",
 		"uptime", "wc", "which", "xargs",
 	}

@@ -182,7 +182,7 @@ func TestParseFile(t *testing.T) {
 // stdin, and returns the console output once a line matching until has
 // appeared (or QEMU exits). The lean kernel has no ACPI and cannot power
 // off a PC, so the test stops QEMU itself.
-func qemuBoot(t *testing.T, kernel string, initrd []byte, cmdline, stdin string, until *regexp.Regexp) string {
+func qemuBoot(t *testing.T, kernel string, initrd []byte, cmdline, stdin string, until *regexp.Regexp, extra ...string) string {
 	t.Helper()
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -198,6 +198,7 @@ func qemuBoot(t *testing.T, kernel string, initrd []byte, cmdline, stdin string,
 	cmd := exec.CommandContext(ctx, qemu, "-M", "pc,accel=tcg", "-m", "512", "-nodefaults",
 		"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
 		"-kernel", kernel, "-initrd", ird, "-append", cmdline)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdin = strings.NewReader(stdin)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -276,6 +277,31 @@ func TestBootDebianQEMU(t *testing.T) {
 			t.Errorf("insmod complained:\n%s", out)
 		}
 	})
+	t.Run("root", func(t *testing.T) {
+		// root= names a disk whose driver is a module: /init loads it,
+		// mounts the disk and switch_roots to it; the disk's /init runs
+		// the command.
+		if modDir == "" {
+			t.Skip("SKIPPED: MICROVM_DEBIAN_MODULES is not set: run `make test` or `make debian-kernel`")
+		}
+		rootMods, err := ResolveModules(modDir, "virtio_pci", "virtio_blk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd := buildInitramfs(t, Options{Modules: rootMods})
+		disk := ext4From(t, rd)
+		out := qemuBoot(t, kernel, rd,
+			`console=ttyS0 quiet panic=-1 root=/dev/vda rw microvm.cmd="grep ' / ext4 ' /proc/mounts; echo $MICROVM_SWITCHED; exit 4"`,
+			"", exitLine, "-drive", "file="+disk+",if=virtio,format=raw")
+		for _, want := range []string{"microvm-init: root /dev/vda mounted rw; switching to it\n", "/dev/vda / ext4 rw", ReadyMarker + "\n", "\n1\n", "microvm-init: exit 4\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("console lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "insmod") || strings.Contains(out, "cannot mount") {
+			t.Errorf("module loading or the root mount complained:\n%s", out)
+		}
+	})
 	t.Run("shell", func(t *testing.T) {
 		out := qemuBoot(t, kernel, initrd, "console=ttyS0 quiet panic=-1", "echo from-the-shell\nexit 5\n", exitLine)
 		if !strings.Contains(out, "from-the-shell\n") || !strings.Contains(out, "microvm-init: exit 5\n") {
@@ -334,4 +360,28 @@ func TestResolveModules(t *testing.T) {
 			t.Errorf("%s after %s in %v", dep[0], dep[1], got)
 		}
 	}
+}
+
+// ext4From builds an ext4 image holding the files of a gzipped initramfs
+// (busybox, /init, the modules), as a root disk.
+func ext4From(t *testing.T, initrd []byte) string {
+	t.Helper()
+	for _, tool := range []string{"mkfs.ext4", "cpio", "gzip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIPPED: %s not found: cannot build an ext4 root (apt-get install e2fsprogs cpio gzip; `make deps` does)", tool)
+		}
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "root.ext4")
+	cmd := exec.Command("sh", "-c", "gzip -dc | cpio -idm --quiet && mkfs.ext4 -q -F -d . "+img+" 32M")
+	cmd.Dir = root
+	cmd.Stdin = bytes.NewReader(initrd)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the ext4 root: %v\n%s", err, out)
+	}
+	return img
 }

@@ -21,6 +21,11 @@ type Config struct {
 	// CacheDir holds decompressed kernels keyed by image SHA-256; "" means
 	// no cache.
 	CacheDir string
+	// ACPI writes ACPI tables (WriteACPI) for CPUs CPUs and Devices as
+	// well as the MP table; needs CPUs > 0.
+	ACPI bool
+	// Devices are the virtio-mmio transports the DSDT describes.
+	Devices []MMIODevice
 }
 
 // Boot is the result of Load: everything the VMM needs to start vCPU 0.
@@ -41,7 +46,7 @@ type Boot struct {
 // Load parses the kernel, decompresses it on the host when it is a bzImage
 // (cached in cfg.CacheDir), places the vmlinux, writes the zero page,
 // command line, initrd and e820 map, and — when cfg.CPUs > 0 — the MP
-// table. See the package documentation for the CPU state the VMM must set.
+// table and, with cfg.ACPI, the ACPI tables. See the package documentation for the CPU state the VMM must set.
 func Load(ctx context.Context, mem images.Memory, cfg Config) (*Boot, error) {
 	if cfg.CPUs < 0 || cfg.CPUs > MaxCPUs {
 		return nil, fmt.Errorf("linux boot: %d CPUs: want 1 to %d", cfg.CPUs, MaxCPUs)
@@ -65,6 +70,14 @@ func Load(ctx context.Context, mem images.Memory, cfg Config) (*Boot, error) {
 	}
 	if cfg.CPUs > 0 {
 		if err := WriteMPTable(mem, cfg.CPUs); err != nil {
+			return nil, fmt.Errorf("linux boot: %w", err)
+		}
+	}
+	if cfg.ACPI {
+		if cfg.CPUs == 0 {
+			return nil, fmt.Errorf("linux boot: ACPI tables need the CPU count")
+		}
+		if err := WriteACPI(mem, cfg.CPUs, cfg.Devices); err != nil {
 			return nil, fmt.Errorf("linux boot: %w", err)
 		}
 	}

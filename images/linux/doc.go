@@ -3,7 +3,8 @@
 // decompresses a bzImage's payload on the host (the in-guest decompressor is
 // hopelessly slow on an instruction-emulating host), places the vmlinux ELF
 // at its physical addresses, and writes the zero page (struct boot_params),
-// command line, initrd, e820 map and an MP table into guest memory.
+// command line, initrd, e820 map, an MP table and ACPI tables into guest
+// memory.
 //
 // Following the rust-vmm linux-loader split, a loader places bytes and
 // returns what it placed; a separate step writes the boot parameters:
@@ -14,6 +15,7 @@
 //	bp := linux.BootParams{Header: k.Header, Cmdline: cmdline, Initrd: initrd}
 //	layout, err := bp.Write(mem, lr)                 // zero page, cmdline, initrd, e820
 //	err = linux.WriteMPTable(mem, cpus)              // CPUs, IOAPIC, IRQ routing
+//	err = linux.WriteACPI(mem, cpus, devices)        // the same and virtio-mmio, for ACPI kernels
 //
 // or all of it at once with Load. Everything is placed through the
 // images.Memory interface; the package knows nothing of vCPUs.
@@ -23,6 +25,7 @@
 //	0x7000   ZeroPageAddr   struct boot_params (4 KiB)
 //	0x20000  CmdlineAddr    command line, NUL-terminated (≤ CmdlineMax)
 //	0x9fc00  MPTableAddr    MP floating pointer + configuration table
+//	0xe0000  ACPIAddr       RSDP, then XSDT, FADT, MADT, DSDT (WriteACPI)
 //	         [EBDAStart, HighMemStart) = [0x9fc00, 0x100000) reserved in e820
 //	≥1 MiB   the kernel's PT_LOAD segments at their p_paddr (16 MiB for
 //	         x86-64 kernels built with the default CONFIG_PHYSICAL_START)

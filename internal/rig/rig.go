@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,6 +99,9 @@ type Config struct {
 	// Log, when set, receives the results port live, one line at a time
 	// (e.g. a writer onto t.Log).
 	Log io.Writer
+
+	// freezeGrace replaces the constant freezeGrace when non-zero (tests).
+	freezeGrace time.Duration
 }
 
 // CommandResult is what one Command did.
@@ -142,6 +146,10 @@ type Result struct {
 	Console, Results, QEMULog string
 	// Stray holds results-port lines that were not protocol events.
 	Stray []string
+	// Freezes counts the times L1 froze — a command with a Timeout went
+	// freezeGrace past it without L1 reporting its end — and was restarted
+	// for the commands left (see Run).
+	Freezes int
 	// ExitErr is QEMU's exit error, if any.
 	ExitErr error `json:"-"`
 }
@@ -448,6 +456,43 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 
 	runErr := run(ctx, &cfg, initrd, nonce, res)
 	os.Remove(initrd)
+	for isFrozen(runErr) && res.Freezes < maxFreezes {
+		// L1 froze (QEMU TCG's nested SVM, see docs/rig.md): boot a fresh
+		// L1 for the commands that did not finish, the frozen one first.
+		res.Freezes++
+		var left []Command
+		for _, c := range cfg.Commands {
+			if r := res.Command(c.Name); r == nil || !r.Done {
+				left = append(left, c)
+			}
+		}
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "%v\nrig: restarting L1 for the %d command(s) left\n", runErr, len(left))
+		}
+		var kept []CommandResult
+		for _, r := range res.Commands {
+			if r.Done {
+				kept = append(kept, r)
+			}
+		}
+		retry := cfg
+		retry.Commands = left
+		sfx := fmt.Sprintf("-restart%d", res.Freezes)
+		next := &Result{
+			Console: filepath.Join(work, "console"+sfx+".log"),
+			Results: filepath.Join(work, "results"+sfx+".log"),
+			QEMULog: filepath.Join(work, "qemu"+sfx+".log"),
+		}
+		if err := writeInitramfs(&retry, base, initrd, nonce); err != nil {
+			return res, fmt.Errorf("rig: write initramfs: %w", err)
+		}
+		runErr = run(ctx, &retry, initrd, nonce, next)
+		os.Remove(initrd)
+		next.Commands = append(kept, next.Commands...)
+		next.Freezes = res.Freezes
+		next.Hello, next.ScriptStart = res.Hello, res.ScriptStart
+		res = next
+	}
 	if tempWork {
 		if runErr == nil {
 			os.RemoveAll(work)
@@ -459,6 +504,25 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 
 // doneGrace is how long QEMU may take to exit after L1 reported DONE.
 const doneGrace = 15 * time.Second
+
+// freezeGrace is how long past a command's Timeout the host waits for L1
+// to report the command's end (L1 kills it at its Timeout) before it
+// calls L1 frozen; maxFreezes is how many times Run restarts a frozen L1.
+const (
+	freezeGrace = 60 * time.Second
+	maxFreezes  = 1
+)
+
+// frozenError is the error of a run stopped because L1 froze.
+type frozenError struct{ error }
+
+func (e frozenError) Unwrap() error { return e.error }
+
+// isFrozen reports whether err is a frozenError.
+func isFrozen(err error) bool {
+	var f frozenError
+	return errors.As(err, &f)
+}
 
 func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -491,6 +555,18 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 	defer kill()
 
 	p := newParser(nonce, start, res)
+	timeouts := map[string]time.Duration{}
+	for _, c := range cfg.Commands {
+		timeouts[c.Name] = c.Timeout
+	}
+	// frozenAt is when the running command is overdue (UnixNano; 0: no
+	// command with a Timeout is running), set by the reader below.
+	var frozenAt atomic.Int64
+	var frozenCmd atomic.Value // string
+	graceAfter := freezeGrace
+	if cfg.freezeGrace > 0 {
+		graceAfter = cfg.freezeGrace
+	}
 	done := make(chan struct{}) // closed when L1 reports DONE
 	readErr := make(chan error, 1)
 	go func() {
@@ -504,6 +580,12 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 				fmt.Fprintln(cfg.Log, line)
 			}
 			p.line(line, time.Now())
+			if p.cur != nil && timeouts[p.cur.Name] > 0 {
+				frozenCmd.Store(p.cur.Name)
+				frozenAt.Store(p.begun.Add(timeouts[p.cur.Name] + graceAfter).UnixNano())
+			} else {
+				frozenAt.Store(0)
+			}
 			if res.Complete {
 				doneOnce.Do(func() { close(done) })
 			}
@@ -523,8 +605,16 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 
 	var stopReason string
 	var grace <-chan time.Time
+	frozen := false
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for stopReason == "" {
 		select {
+		case now := <-tick.C:
+			if at := frozenAt.Load(); at != 0 && now.UnixNano() > at {
+				frozen = true
+				stopReason = fmt.Sprintf("L1 froze: no end of command %q %v after its timeout", frozenCmd.Load(), graceAfter)
+			}
 		case err := <-waitErr:
 			res.Wall = time.Since(start)
 			res.ExitErr = err
@@ -547,7 +637,11 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 	res.ExitErr = <-waitErr
 	res.Wall = time.Since(start)
 	p.finish(time.Now())
-	return verdict(res, stopReason)
+	err = verdict(res, stopReason)
+	if frozen {
+		err = frozenError{err}
+	}
+	return err
 }
 
 // verdict turns a finished run into Run's error.

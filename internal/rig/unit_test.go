@@ -2,6 +2,7 @@ package rig
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -379,5 +380,34 @@ func TestBaseInitramfsCached(t *testing.T) {
 	if names["lib/modules/kvm.ko"] != "other" || names["init"] != string(initScript) ||
 		names["etc/microvm/modules"] != "irqbypass.ko\nkvm.ko\nkvm-amd.ko\ntun.ko\n" {
 		t.Errorf("base archive content wrong: %d entries, modules list %q", len(names), names["etc/microvm/modules"])
+	}
+}
+
+// TestRunFrozen stands a script in for QEMU that starts a command and then
+// goes silent, like an L1 that froze: run must stop it once the command is
+// freezeGrace past its timeout and say so with errFrozen.
+func TestRunFrozen(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "qemu")
+	script := "#!/bin/sh\necho 'RIG:n1 HELLO 1.0'\necho 'RIG:n1 KVM ok 1.1'\necho 'RIG:n1 BEGIN quick 1.2'\necho 'RIG:n1 END quick 0 1.3'\necho 'RIG:n1 BEGIN stuck 1.4'\nexec sleep 600\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{QEMU: fake, Timeout: time.Minute, freezeGrace: time.Second,
+		Commands: []Command{{Name: "quick", Timeout: time.Second}, {Name: "stuck", Timeout: time.Second}}}
+	res := &Result{Console: filepath.Join(dir, "console.log"), Results: filepath.Join(dir, "results.log"), QEMULog: filepath.Join(dir, "qemu.log")}
+	start := time.Now()
+	err := run(context.Background(), &cfg, filepath.Join(dir, "initrd"), "n1", res)
+	if !isFrozen(err) || !strings.Contains(err.Error(), `L1 froze: no end of command "stuck"`) {
+		t.Fatalf("run: %v, want a frozenError naming the stuck command", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("freeze noticed after %v, want about 2 s", took)
+	}
+	if q := res.Command("quick"); q == nil || !q.Done {
+		t.Errorf("the finished command is lost: %+v", res.Commands)
+	}
+	if s := res.Command("stuck"); s == nil || s.Done {
+		t.Errorf("the stuck command: %+v", s)
 	}
 }
