@@ -93,13 +93,12 @@ func TestRigMicrovm(t *testing.T) {
 		// Debian's cloud kernel: ACPI (the MADT for its CPUs, the DSDT for
 		// the virtio-mmio devices), its virtio modules from the initramfs,
 		// its root on virtio-blk (written, then read back in a second
-		// boot), entropy from virtio-rng, and pings over virtio-net.
-		// Linux with --cpus 2 is not run here: under nested TCG its AP
-		// bring-up hangs in about half the runs (docs/rig.md).
+		// boot) and entropy from virtio-rng. Not run here, because they
+		// freeze the nested-TCG L1 too often (docs/rig.md): Linux with
+		// --cpus 2, and Debian's kernel with --net.
 		{Name: "debian-root", Run: status(debian(`--disk /guest/debian-root.ext4 --rng --json`,
 			`root=/dev/vda rw`, `uname -r; grep ^/dev/vda /proc/mounts; head -c 64 /dev/hwrng | wc -c; echo debian-persisted > /written; sync`)), Timeout: 5 * time.Minute},
 		{Name: "debian-reboot", Run: status(debian(`--disk /guest/debian-root.ext4`, `root=/dev/vda ro`, `cat /written`)), Timeout: 5 * time.Minute},
-		{Name: "debian-net", Run: netPing(debian(`--net tap=mvtap1`, ``, `ip addr add 10.0.3.2/24 dev eth0 && ip link set eth0 up && ping -c 3 10.0.3.1`), "mvtap1", "10.0.3.1/24"), Timeout: 5 * time.Minute},
 		// virtio-blk as the root file system: write a file, then find it again in a second boot.
 		{Name: "virtio-blk-root", Run: status(`microvm boot /guest/vmlinux --disk /guest/root.ext4 --memory 256M --timeout 120s --append 'root=/dev/vda rw init=/init microvm.cmd="grep -q ^/dev/root.*ext4 /proc/mounts && echo persisted > /written && sync"'`), Timeout: 3 * time.Minute},
 		{Name: "virtio-blk-reboot", Run: status(`microvm boot /guest/vmlinux --disk /guest/root.ext4 --memory 256M --timeout 120s --append 'root=/dev/vda ro init=/init microvm.cmd="cat /written"'`), Timeout: 3 * time.Minute},
@@ -230,9 +229,6 @@ echo "status=$st"`, Timeout: 3 * time.Minute},
 	}
 	if c := get("debian-reboot"); statusOf(t, c) != 0 || !strings.Contains(c.Output, "debian-persisted") {
 		t.Errorf("Debian cloud kernel: the file written on its virtio-blk root is not there in the second boot:\n%s", tail(c.Output, 3000))
-	}
-	if c := get("debian-net"); statusOf(t, c) != 0 || !strings.Contains(c.Output, "3 packets received") {
-		t.Errorf("Debian cloud kernel: virtio-net pings to L1:\n%s", tail(c.Output, 3000))
 	}
 	if c := get("virtio-blk-root"); statusOf(t, c) != 0 {
 		t.Errorf("virtio-blk root file system:\n%s", tail(c.Output, 3000))
