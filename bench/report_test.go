@@ -3,8 +3,13 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"image/color"
+	"image/png"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,28 +136,106 @@ func TestUnitFor(t *testing.T) {
 
 func TestPlotWritesFiles(t *testing.T) {
 	dir := t.TempDir()
-	for _, name := range []string{"p.svg", "p.png"} {
-		p := filepath.Join(dir, name)
-		if err := Plot(sampleReport(), p); err != nil {
-			t.Fatalf("Plot %s: %v", name, err)
+	rep := sampleReport()
+
+	svgPath := filepath.Join(dir, "p.svg")
+	if err := Plot(rep, svgPath); err != nil {
+		t.Fatalf("Plot svg: %v", err)
+	}
+	b, err := os.ReadFile(svgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The SVG must be well-formed XML with an <svg> root and carry every
+	// usable path's name, the failed-count label and both figures.
+	var texts []string
+	root := ""
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
 		}
-		b, err := os.ReadFile(p)
-		if err != nil || len(b) < 1000 {
-			t.Fatalf("%s: %d bytes, %v", name, len(b), err)
+		if err != nil {
+			t.Fatalf("svg does not parse as XML: %v\n%s", err, b)
 		}
-		if name == "p.svg" && (!bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("(1 failed)"))) {
-			t.Error("svg lacks the svg element or the failed-count label")
-		}
-		if name == "p.png" && !bytes.HasPrefix(b, []byte("\x89PNG")) {
-			t.Error("png is not a PNG")
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			if root == "" {
+				root = tok.Name.Local
+			}
+		case xml.CharData:
+			texts = append(texts, string(tok))
 		}
 	}
-	if err := Plot(sampleReport(), filepath.Join(dir, "p.gif")); err == nil {
-		t.Error("unknown extension accepted")
+	if root != "svg" {
+		t.Errorf("svg root element %q", root)
+	}
+	for _, want := range []string{"vm", "runc", "(1 failed)", "launch→exit", "launch→ready", "time since launch [ms], log scale"} {
+		if !slices.Contains(texts, want) {
+			t.Errorf("svg lacks the text %q", want)
+		}
+	}
+	if slices.Contains(texts, "docker") {
+		t.Error("svg shows the unavailable path")
+	}
+
+	pngPath := filepath.Join(dir, "p.png")
+	if err := Plot(rep, pngPath); err != nil {
+		t.Fatalf("Plot png: %v", err)
+	}
+	f, err := os.Open(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("png does not decode: %v", err)
+	}
+	w, h := plotSize(2)
+	if got := img.Bounds(); got.Dx() != w || got.Dy() != h {
+		t.Errorf("png is %v, want %dx%d", got, w, h)
+	}
+	// Something besides the white background was drawn in each path's colours.
+	colours := map[[3]uint32]bool{}
+	for y := img.Bounds().Min.Y; y < img.Bounds().Max.Y; y++ {
+		for x := img.Bounds().Min.X; x < img.Bounds().Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			colours[[3]uint32{r >> 8, g >> 8, b >> 8}] = true
+		}
+	}
+	for _, c := range []color.NRGBA{exitColor, readyColor} {
+		if !colours[[3]uint32{uint32(c.R), uint32(c.G), uint32(c.B)}] {
+			t.Errorf("png lacks the colour %v", c)
+		}
+	}
+
+	for _, bad := range []string{"p.gif", "p.pdf", "p"} {
+		if err := Plot(rep, filepath.Join(dir, bad)); err == nil || !strings.Contains(err.Error(), "unknown format") {
+			t.Errorf("%s: %v, want an unknown-format error", bad, err)
+		}
 	}
 	empty := &Report{Paths: []*PathResult{{Name: "x", Available: false}}}
 	if err := Plot(empty, filepath.Join(dir, "e.svg")); err == nil {
 		t.Error("plot of nothing did not fail")
+	}
+}
+
+func TestLogTicks(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi float64
+		want   []float64
+	}{
+		{0.6, 33, []float64{1, 2, 5, 10, 20}},
+		{0.3, 1.6, []float64{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1}},
+		{0.7, 1.3, []float64{0.7, 0.8, 0.9, 1}},
+		{0.0011, 9000, []float64{0.01, 0.1, 1, 10, 100, 1000}},
+	} {
+		got := logTicks(tc.lo, tc.hi)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("logTicks(%g, %g) = %v, want %v", tc.lo, tc.hi, got, tc.want)
+		}
 	}
 }
 

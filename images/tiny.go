@@ -129,9 +129,14 @@ func describeRAM(regions []Region) string {
 	return s
 }
 
-// zero clears [addr, addr+n) in bounded chunks.
+// zero clears [addr, addr+n) in chunks of at most 64 KiB. The buffer
+// escapes to the heap (mem is an interface): allocate none for an empty
+// range and no more than the range needs.
 func zero(mem Memory, addr, n uint64) error {
-	var buf [64 << 10]byte
+	if n == 0 {
+		return nil
+	}
+	buf := make([]byte, min(n, 64<<10))
 	for n > 0 {
 		c := min(n, uint64(len(buf)))
 		if _, err := mem.WriteAt(buf[:c], int64(addr)); err != nil {

@@ -280,7 +280,7 @@ func (s *sshSetup) hostKeyCheck(addr string) (ssh.HostKeyCallback, []string, err
 	var ke *knownhosts.KeyError
 	// knownhosts looks the host up by addr; the remote address only has to
 	// parse.
-	if err := db(addr, &net.TCPAddr{}, sshProbeKey); errors.As(err, &ke) && len(ke.Want) > 0 {
+	if err := db(addr, &net.TCPAddr{}, sshProbeKey()); errors.As(err, &ke) && len(ke.Want) > 0 {
 		for _, k := range ke.Want {
 			algos = appendNew(algos, hostKeyAlgorithms(k.Key.Type())...)
 		}
@@ -323,14 +323,15 @@ func (s *sshSetup) hostKeyCheck(addr string) (ssh.HostKeyCallback, []string, err
 }
 
 // sshProbeKey is a key no host has: checking it against known_hosts lists
-// the keys known for a host.
-var sshProbeKey = func() ssh.PublicKey {
+// the keys known for a host. Made on first use, not at every start of the
+// program.
+var sshProbeKey = sync.OnceValue(func() ssh.PublicKey {
 	k, err := ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
 	if err != nil {
 		panic(err)
 	}
 	return k
-}()
+})
 
 // hostKeyAlgorithms are the signature algorithms a host key of type typ
 // can sign with.

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -159,7 +158,7 @@ var terminalIoctls = []Ioctl{
 // VMMPolicy is the policy of `microvm boot` after its VM is built, for a
 // VM with the devices d.
 func VMMPolicy(d Devices) (Policy, error) {
-	p := Policy{Pid: os.Getpid(), Cgo: builtWithCgo(), Devices: d}
+	p := Policy{Pid: os.Getpid(), Cgo: builtWithCgo, Devices: d}
 	for _, k := range runLoopKVMIoctls {
 		nr, ok := kvm.IoctlNumber(k.name)
 		if !ok {
@@ -181,21 +180,6 @@ const goCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLO
 // glibcCloneFlags is what glibc's pthread_create passes (to clone3, and
 // to clone when clone3 fails with ENOSYS).
 const glibcCloneFlags = goCloneFlags | unix.CLONE_PARENT_SETTID | unix.CLONE_CHILD_CLEARTID
-
-// builtWithCgo reports whether this binary was built with cgo enabled
-// (then its threads may be started by glibc).
-func builtWithCgo() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return true // unknown: allow for it
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "CGO_ENABLED" {
-			return s.Value == "1"
-		}
-	}
-	return true
-}
 
 // Rules returns the allowlist for p, one rule per system call, sorted by
 // name. Every entry says why it is there.
@@ -276,30 +260,41 @@ func (p Policy) Rules() []Rule {
 // Filter assembles the BPF program for rules. Calls off the list get
 // mode's action; so do calls from another architecture's ABI (the program
 // checks AUDIT_ARCH_X86_64 first) and x32 calls (nr ≥ 0x40000000).
+//
+// The system call number is looked up by binary search (a tree of JGE
+// jumps over the rules sorted by number, short JEQ chains at its leaves),
+// not by one long chain: every call then runs about 11 instructions, not
+// about 31, and so does the kernel, which on installing a filter runs it
+// for every system call number to find those it may allow without running
+// it. On the development host that halves the cost of the seccomp call
+// (~0.15 ms with one chain, ~0.065 ms with the tree).
 func Filter(rules []Rule, mode Mode) ([]unix.SockFilter, error) {
 	deny, err := mode.action()
 	if err != nil {
 		return nil, err
+	}
+	byNr := make([]int, len(rules)) // indices into rules, by system call number
+	for i := range byNr {
+		byNr[i] = i
+	}
+	sort.Slice(byNr, func(i, j int) bool { return rules[byNr[i]].Nr < rules[byNr[j]].Nr })
+	for k := 1; k < len(byNr); k++ {
+		if a, b := rules[byNr[k-1]], rules[byNr[k]]; a.Nr == b.Nr {
+			return nil, fmt.Errorf("seccomp: rules %s and %s are both for system call %d", a.Name, b.Name, a.Nr)
+		}
 	}
 	var a asm
 	a.stmt(bpfLD|bpfW|bpfABS, offArch)
 	a.jump(bpfJMP|bpfJEQ|bpfK, unix.AUDIT_ARCH_X86_64, "", "deny")
 	a.stmt(bpfLD|bpfW|bpfABS, offNr)
 	a.jump(bpfJMP|bpfJGE|bpfK, x32SyscallBit, "deny", "")
-	for i, r := range rules {
-		target := "allow"
-		if r.Arg != nil || r.Errno != 0 {
-			target = fmt.Sprintf("rule%d", i)
-		}
-		a.jump(bpfJMP|bpfJEQ|bpfK, r.Nr, target, "")
-	}
-	a.ja("deny")
+	a.dispatch(rules, byNr)
 	for i, r := range rules {
 		if r.Errno != 0 {
 			if r.Arg != nil {
 				return nil, fmt.Errorf("seccomp: %s: an errno rule takes no argument check", r.Name)
 			}
-			a.label(fmt.Sprintf("rule%d", i))
+			a.label(ruleLabel(i))
 			a.stmt(bpfRET|bpfK, unix.SECCOMP_RET_ERRNO|uint32(r.Errno)&unix.SECCOMP_RET_DATA)
 			continue
 		}
@@ -313,7 +308,7 @@ func Filter(rules []Rule, mode Mode) ([]unix.SockFilter, error) {
 		if len(c.Values) == 0 && c.Forbid == 0 {
 			return nil, fmt.Errorf("seccomp: %s: argument check with nothing to check", r.Name)
 		}
-		a.label(fmt.Sprintf("rule%d", i))
+		a.label(ruleLabel(i))
 		a.stmt(bpfLD|bpfW|bpfABS, offArgs+8*uint32(c.Index)) // low 32 bits (little-endian)
 		if c.Forbid != 0 {
 			a.jump(bpfJMP|bpfJSET|bpfK, c.Forbid, "deny", "")
@@ -333,6 +328,40 @@ func Filter(rules []Rule, mode Mode) ([]unix.SockFilter, error) {
 	a.stmt(bpfRET|bpfK, unix.SECCOMP_RET_ALLOW)
 	return a.assemble()
 }
+
+// leafRules is how many rules a leaf of the dispatch tree compares in a row.
+const leafRules = 3
+
+// dispatch emits the lookup of the system call number (in A) among
+// rules[idx...], idx sorted by number: a match jumps to "allow" or to the
+// rule's own checks, anything else to "deny".
+func (a *asm) dispatch(rules []Rule, idx []int) {
+	if len(idx) <= leafRules {
+		if len(idx) == 0 {
+			a.ja("deny")
+			return
+		}
+		for k, i := range idx {
+			target, other := "allow", "" // no match: the next compare
+			if rules[i].Arg != nil || rules[i].Errno != 0 {
+				target = ruleLabel(i)
+			}
+			if k == len(idx)-1 {
+				other = "deny"
+			}
+			a.jump(bpfJMP|bpfJEQ|bpfK, rules[i].Nr, target, other)
+		}
+		return
+	}
+	mid := len(idx) / 2
+	upper := fmt.Sprintf("ge%d", rules[idx[mid]].Nr)
+	a.jump(bpfJMP|bpfJGE|bpfK, rules[idx[mid]].Nr, upper, "")
+	a.dispatch(rules, idx[:mid])
+	a.label(upper)
+	a.dispatch(rules, idx[mid:])
+}
+
+func ruleLabel(i int) string { return fmt.Sprintf("rule%d", i) }
 
 // Install puts the filter for rules in place for every thread of the
 // process (SECCOMP_FILTER_FLAG_TSYNC), after setting no_new_privs. There is

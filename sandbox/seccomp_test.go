@@ -46,9 +46,17 @@ func (d seccompData) bytes() []byte {
 // runBPF interprets the subset of classic BPF that Filter emits.
 func runBPF(t *testing.T, prog []unix.SockFilter, d seccompData) uint32 {
 	t.Helper()
+	ret, _ := runBPFSteps(t, prog, d)
+	return ret
+}
+
+// runBPFSteps is runBPF that also says how many instructions ran.
+func runBPFSteps(t *testing.T, prog []unix.SockFilter, d seccompData) (ret uint32, steps int) {
+	t.Helper()
 	data := d.bytes()
 	var a uint32
 	for pc := 0; pc < len(prog); pc++ {
+		steps++
 		in := prog[pc]
 		switch in.Code {
 		case bpfLD | bpfW | bpfABS:
@@ -74,13 +82,13 @@ func runBPF(t *testing.T, prog []unix.SockFilter, d seccompData) uint32 {
 				pc += int(in.Jf)
 			}
 		case bpfRET | bpfK:
-			return in.K
+			return in.K, steps
 		default:
 			t.Fatalf("pc %d: unexpected opcode %#x", pc, in.Code)
 		}
 	}
 	t.Fatalf("program fell off its end")
-	return 0
+	return 0, steps
 }
 
 func vmmRules(t *testing.T, pid int, cgo bool) []Rule {
@@ -173,6 +181,51 @@ func TestFilterDecisions(t *testing.T) {
 	}
 }
 
+// TestFilterLookup checks the filter's binary search against the rules for
+// every system call number, and that none takes more than a few
+// instructions to decide: the kernel runs the filter for every number when
+// it is installed, and the run loop's calls go through it.
+func TestFilterLookup(t *testing.T) {
+	for _, cgo := range []bool{false, true} {
+		p, err := VMMPolicy(Devices{Block: true, Net: true, RNG: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Cgo = cgo
+		rules := p.Rules()
+		prog, err := Filter(rules, ModeKill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byNr := map[uint32]Rule{}
+		for _, r := range rules {
+			byNr[r.Nr] = r
+		}
+		longest := 0
+		for nr := uint32(0); nr < 1024; nr++ {
+			r, listed := byNr[nr]
+			if listed && r.Arg != nil {
+				continue // decided by the argument (TestFilterDecisions)
+			}
+			got, steps := runBPFSteps(t, prog, seccompData{nr: nr, arch: unix.AUDIT_ARCH_X86_64})
+			want := uint32(unix.SECCOMP_RET_KILL_PROCESS)
+			switch {
+			case listed && r.Errno != 0:
+				want = unix.SECCOMP_RET_ERRNO | uint32(r.Errno)
+			case listed:
+				want = unix.SECCOMP_RET_ALLOW
+			}
+			if got != want {
+				t.Errorf("cgo %v: system call %d: filter returned %#x, want %#x", cgo, nr, got, want)
+			}
+			longest = max(longest, steps)
+		}
+		if longest > 16 {
+			t.Errorf("cgo %v: %d rules: a system call number takes up to %d instructions to decide, want a binary search (≤ 16)", cgo, len(rules), longest)
+		}
+	}
+}
+
 func TestDeviceRules(t *testing.T) {
 	for _, tc := range []struct {
 		d          Devices
@@ -216,6 +269,10 @@ func TestFilterErrors(t *testing.T) {
 	empty := []Rule{{Name: "x", Nr: 1, Arg: &ArgCheck{Index: 0}}}
 	if _, err := Filter(empty, ModeKill); err == nil {
 		t.Error("an argument check with nothing to check was accepted")
+	}
+	twice := []Rule{{Name: "read", Nr: unix.SYS_READ}, {Name: "read again", Nr: unix.SYS_READ}}
+	if _, err := Filter(twice, ModeKill); err == nil || !strings.Contains(err.Error(), "both for system call") {
+		t.Errorf("two rules for one call: err %v", err)
 	}
 	// More rules than a conditional jump can span.
 	var many []Rule

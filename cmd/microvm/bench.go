@@ -70,7 +70,7 @@ second are reported too.`,
 	fl.StringVarP(&f.paths, "paths", "p", "", "comma-separated paths to run, in this order (default: all)")
 	fl.StringVar(&f.jsonOut, "json", "", "write the report with every sample as JSON to `FILE` (- for stdout)")
 	fl.StringVar(&f.mdOut, "markdown", "", "write Markdown tables and every sample to `FILE` (- for stdout)")
-	fl.StringVar(&f.plotOut, "plot", "", "draw the distributions to `FILE` (.svg, .png or .pdf)")
+	fl.StringVar(&f.plotOut, "plot", "", "draw the distributions to `FILE` (.svg or .png)")
 	fl.StringVar(&f.kernel, "kernel", "", "Linux kernel (vmlinux) for the linux and libvirt paths")
 	fl.StringVar(&f.initrd, "initrd", "", "initrd for the linux and libvirt paths")
 	fl.StringVar(&f.libvirtURI, "libvirt-uri", "qemu:///system", "libvirt connection of the libvirt path")

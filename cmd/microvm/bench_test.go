@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +26,7 @@ func TestBenchBadInput(t *testing.T) {
 		{"unwritable json", []string{"bench", "--paths", "vm", "--json", "/nonexistent/dir/out.json"}, "--json: cannot write /nonexistent/dir/out.json"},
 		{"unwritable markdown", []string{"bench", "--paths", "vm", "--markdown", "/proc/nope.md"}, "--markdown: cannot write"},
 		{"bad plot format", []string{"bench", "--paths", "vm", "--plot", filepath.Join(dir, "x.gif")}, "unknown format"},
+		{"pdf plot", []string{"bench", "--paths", "vm", "--plot", filepath.Join(dir, "x.pdf")}, `unknown format ".pdf" (use .svg or .png)`},
 		{"both on stdout", []string{"bench", "--json", "-", "--markdown", "-"}, "cannot both go to stdout"},
 		{"tiny memory", []string{"bench", "--memory", "1M"}, "below 32M"},
 		{"arguments", []string{"bench", "extra"}, "takes no arguments"},
@@ -67,8 +70,10 @@ func TestBenchEndToEnd(t *testing.T) {
 	}
 	var rep struct {
 		Paths []struct {
-			Name    string            `json:"name"`
-			Samples []json.RawMessage `json:"samples"`
+			Name      string            `json:"name"`
+			Available bool              `json:"available"`
+			Failed    int               `json:"failed"`
+			Samples   []json.RawMessage `json:"samples"`
 		} `json:"paths"`
 	}
 	b, _ := os.ReadFile(j)
@@ -78,8 +83,21 @@ func TestBenchEndToEnd(t *testing.T) {
 	if b, _ := os.ReadFile(md); !strings.Contains(string(b), "| `runc` |") {
 		t.Errorf("markdown export lacks runc:\n%s", b)
 	}
-	if b, _ := os.ReadFile(svg); !strings.Contains(string(b), "<svg") {
-		t.Error("plot is not an SVG")
+	b, _ = os.ReadFile(svg)
+	var doc struct {
+		XMLName xml.Name
+		Texts   []string `xml:"text"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil || doc.XMLName.Local != "svg" {
+		t.Fatalf("plot is not an SVG: %v\n%s", err, b)
+	}
+	for _, p := range rep.Paths {
+		if p.Available && len(p.Samples) > p.Failed && !slices.Contains(doc.Texts, p.Name) {
+			t.Errorf("plot lacks the path %q: %q", p.Name, doc.Texts)
+		}
+	}
+	if !slices.Contains(doc.Texts, "vm") {
+		t.Errorf("plot lacks the vm path: %q", doc.Texts)
 	}
 }
 

@@ -72,6 +72,10 @@ VMs through libvirtd.`,
 		return withCode(exitUsage, err)
 	})
 	if len(args) > 0 && args[0] == "boot" {
+		// Nothing but boot is reachable from this tree, cobra's
+		// completion command (five commands, their help texts) included:
+		// do not have cobra build it.
+		root.CompletionOptions.DisableDefaultCmd = true
 		root.AddCommand(a.newBootCmd())
 		return root
 	}
