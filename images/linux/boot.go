@@ -46,7 +46,8 @@ type Boot struct {
 // Load parses the kernel, decompresses it on the host when it is a bzImage
 // (cached in cfg.CacheDir), places the vmlinux, writes the zero page,
 // command line, initrd and e820 map, and — when cfg.CPUs > 0 — the MP
-// table and, with cfg.ACPI, the ACPI tables. See the package documentation for the CPU state the VMM must set.
+// table and, with cfg.ACPI, the ACPI tables. See the package documentation
+// for the CPU state the VMM must set.
 func Load(ctx context.Context, mem images.Memory, cfg Config) (*Boot, error) {
 	if cfg.CPUs < 0 || cfg.CPUs > MaxCPUs {
 		return nil, fmt.Errorf("linux boot: %d CPUs: want 1 to %d", cfg.CPUs, MaxCPUs)
