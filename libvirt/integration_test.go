@@ -644,29 +644,8 @@ func TestConnectionFailures(t *testing.T) {
 
 	t.Run("silent server", func(t *testing.T) {
 		// Accepts, reads, never answers: the handshake must time out.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					buf := make([]byte, 512)
-					for {
-						if _, err := c.Read(buf); err != nil {
-							return
-						}
-					}
-				}()
-			}
-		}()
-		_, err = libvirt.Dial(ctx, "test+tcp://"+l.Addr().String()+"/default", libvirt.Options{ConnectTimeout: 300 * time.Millisecond})
+		addr := silentListener(t)
+		_, err := libvirt.Dial(ctx, "test+tcp://"+addr+"/default", libvirt.Options{ConnectTimeout: 300 * time.Millisecond})
 		if !errors.Is(err, libvirt.ErrNoAnswer) {
 			t.Errorf("Dial to a silent server: %v, want ErrNoAnswer", err)
 		}

@@ -17,6 +17,36 @@ import (
 	"github.com/microvm/microvm/libvirt/libvirttest"
 )
 
+// dialFailure is a Dial that must fail: with an error check says is of
+// the right kind (when set) and whose text contains text.
+type dialFailure struct {
+	name, uri string
+	timeout   time.Duration
+	check     func(error) bool
+	text      string
+}
+
+// dialFailures runs each case as a subtest.
+func dialFailures(t *testing.T, ctx context.Context, cases []dialFailure) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := libvirt.Dial(ctx, tc.uri, libvirt.Options{ConnectTimeout: tc.timeout})
+			if err == nil {
+				c.Close()
+				t.Fatalf("Dial(%s) succeeded", tc.uri)
+			}
+			t.Logf("%v", err)
+			if tc.check != nil && !tc.check(err) {
+				t.Errorf("Dial(%s): %v: wrong kind of error", tc.uri, err)
+			}
+			if !strings.Contains(err.Error(), tc.text) {
+				t.Errorf("Dial(%s): %v, want it to say %q", tc.uri, err, tc.text)
+			}
+		})
+	}
+}
+
 // silentListener accepts connections, reads them and never answers: a port
 // where something listens that is not (or no longer) the server.
 func silentListener(t *testing.T) string {
@@ -154,12 +184,7 @@ func TestTLS(t *testing.T) {
 
 	t.Run("failures", func(t *testing.T) {
 		silent := silentListener(t)
-		for _, tc := range []struct {
-			name, uri string
-			timeout   time.Duration
-			check     func(error) bool
-			text      string
-		}{
+		dialFailures(t, ctx, []dialFailure{
 			{"wrong CA", d.TLSURI("test", "/default") + "?pkipath=" + wrongCA, 0,
 				func(err error) bool { var ua x509.UnknownAuthorityError; return errors.As(err, &ua) },
 				"signed by unknown authority"},
@@ -173,22 +198,7 @@ func TestTLS(t *testing.T) {
 				nil, "connection refused"},
 			{"silent server", "test+tls://" + silent + "/default" + good, 500 * time.Millisecond,
 				func(err error) bool { return errors.Is(err, libvirt.ErrNoAnswer) }, ""},
-		} {
-			t.Run(tc.name, func(t *testing.T) {
-				c, err := libvirt.Dial(ctx, tc.uri, libvirt.Options{ConnectTimeout: tc.timeout})
-				if err == nil {
-					c.Close()
-					t.Fatalf("Dial(%s) succeeded", tc.uri)
-				}
-				t.Logf("%v", err)
-				if tc.check != nil && !tc.check(err) {
-					t.Errorf("Dial(%s): %v: wrong kind of error", tc.uri, err)
-				}
-				if !strings.Contains(err.Error(), tc.text) {
-					t.Errorf("Dial(%s): %v, want it to say %q", tc.uri, err, tc.text)
-				}
-			})
-		}
+		})
 	})
 
 	// After all that the daemon still serves.
@@ -293,12 +303,7 @@ func TestSSH(t *testing.T) {
 
 	t.Run("failures", func(t *testing.T) {
 		silent := silentListener(t)
-		for _, tc := range []struct {
-			name, uri string
-			timeout   time.Duration
-			check     func(error) bool
-			text      string
-		}{
+		dialFailures(t, ctx, []dialFailure{
 			{"key not authorized", uri("test+ssh", "/default", "keyfile="+wrongKey), 0,
 				nil, "unable to authenticate"},
 			{"missing key file", uri("test+ssh", "/default", "keyfile="+filepath.Join(dir, "nonexistent_key")), 0,
@@ -315,22 +320,7 @@ func TestSSH(t *testing.T) {
 				nil, "connection refused"},
 			{"silent server", "test+ssh://root@" + silent + "/default?no_verify=1&keyfile=" + s.ClientKey, 500 * time.Millisecond,
 				func(err error) bool { return errors.Is(err, libvirt.ErrNoAnswer) }, ""},
-		} {
-			t.Run(tc.name, func(t *testing.T) {
-				c, err := libvirt.Dial(ctx, tc.uri, libvirt.Options{ConnectTimeout: tc.timeout})
-				if err == nil {
-					c.Close()
-					t.Fatalf("Dial(%s) succeeded", tc.uri)
-				}
-				t.Logf("%v", err)
-				if tc.check != nil && !tc.check(err) {
-					t.Errorf("Dial(%s): %v: wrong kind of error", tc.uri, err)
-				}
-				if !strings.Contains(err.Error(), tc.text) {
-					t.Errorf("Dial(%s): %v, want it to say %q", tc.uri, err, tc.text)
-				}
-			})
-		}
+		})
 		// Failed dials leave no session behind either.
 		deadline := time.Now().Add(10 * time.Second)
 		for len(s.Sessions()) > 0 && time.Now().Before(deadline) {
