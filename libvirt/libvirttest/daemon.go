@@ -117,17 +117,7 @@ func Binary() (string, error) {
 // is missing or the test does not run as root.
 func Start(t testing.TB, opts Options) *Daemon {
 	t.Helper()
-	bin, err := Binary()
-	if err != nil {
-		t.Skipf("SKIP (needs libvirtd): %v", err)
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skipf("SKIP (needs util-linux unshare for a private libvirtd): %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skipf("SKIP (a private system-mode libvirtd needs root for its mount namespace; uid %d)", os.Geteuid())
-	}
+	bin, unshare := requirePrivate(t, "libvirtd", Binary, "a private system-mode libvirtd needs root for its mount namespace")
 	// Unix socket paths are limited to 108 bytes: keep the directory short
 	// and under /tmp (not /var or /run, which the namespace replaces).
 	dir, err := os.MkdirTemp("/tmp", "lvd-")
@@ -170,30 +160,61 @@ func Start(t testing.TB, opts Options) *Daemon {
 		"mount --bind " + q(filepath.Join(dir, "group")) + " /etc/group",
 		"exec " + strings.Join(args, " "),
 	}, "\n")
-	logf, err := os.Create(d.Log)
+	cmd, err := startPrivate(unshare, dir, script, d.Log, append(os.Environ(), "LC_ALL=C"), d.done)
 	if err != nil {
 		t.Fatalf("private libvirtd: %v", err)
 	}
-	d.cmd = exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
-	d.cmd.Dir = dir
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.Env = append(os.Environ(), "LC_ALL=C")
-	// Its own process group, so that a signal to the test's group does not
-	// reach it before the cleanup does.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("private libvirtd: start: %v", err)
-	}
-	go func() {
-		_ = d.cmd.Wait()
-		logf.Close()
-		close(d.done)
-	}()
+	d.cmd = cmd
 	if err := d.waitReady(30 * time.Second); err != nil {
 		t.Fatalf("private libvirtd did not come up: %v\nlog:\n%s", err, tailFile(d.Log, 40))
 	}
 	return d
+}
+
+// requirePrivate skips t, loudly, unless a private daemon called name can
+// run here: its binary (found by find), util-linux unshare and root (why
+// says what for). It returns the binary's and unshare's paths.
+func requirePrivate(t testing.TB, name string, find func() (string, error), why string) (bin, unshare string) {
+	t.Helper()
+	bin, err := find()
+	if err != nil {
+		t.Skipf("SKIP (needs %s): %v", name, err)
+	}
+	unshare, err = exec.LookPath("unshare")
+	if err != nil {
+		t.Skipf("SKIP (needs util-linux unshare for a private %s): %v", name, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("SKIP (%s; uid %d)", why, os.Geteuid())
+	}
+	return bin, unshare
+}
+
+// startPrivate starts script — the daemon's private bind mounts, then exec
+// of the daemon — under sh in a new private mount namespace (unshare), in
+// dir with env, its output in logPath, in its own process group (so that a
+// signal to the test's group does not reach it before the cleanup does).
+// done is closed once it has exited.
+func startPrivate(unshare, dir, script, logPath string, env []string, done chan struct{}) (*exec.Cmd, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	return cmd, nil
 }
 
 func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

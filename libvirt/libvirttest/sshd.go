@@ -76,17 +76,7 @@ func SSHDBinary() (string, error) {
 // client key, PermitRootLogin prohibit-password, no passwords, no PAM.
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
-	bin, err := SSHDBinary()
-	if err != nil {
-		t.Skipf("SKIP (needs sshd): %v", err)
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skipf("SKIP (needs util-linux unshare for a private sshd): %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skipf("SKIP (a private sshd that logs root in needs root; uid %d)", os.Geteuid())
-	}
+	bin, unshare := requirePrivate(t, "sshd", SSHDBinary, "a private sshd that logs root in needs root")
 	dir, err := os.MkdirTemp("/tmp", "sshd-")
 	if err != nil {
 		t.Fatalf("private sshd: %v", err)
@@ -109,24 +99,11 @@ func StartSSHD(t testing.TB) *SSHD {
 		// sshd re-executes itself and so wants an absolute path.
 		"exec " + q(bin) + " -D -e -f " + q(filepath.Join(dir, "sshd_config")),
 	}, "\n")
-	logf, err := os.Create(s.Log)
+	cmd, err := startPrivate(unshare, dir, script, s.Log, []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, s.done)
 	if err != nil {
 		t.Fatalf("private sshd: %v", err)
 	}
-	s.cmd = exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("private sshd: start: %v", err)
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		logf.Close()
-		close(s.done)
-	}()
+	s.cmd = cmd
 	if err := s.waitReady(15 * time.Second); err != nil {
 		t.Fatalf("private sshd did not come up: %v\nlog:\n%s", err, tailFile(s.Log, 30))
 	}
