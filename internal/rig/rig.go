@@ -439,59 +439,55 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	} else if err := os.MkdirAll(work, 0o755); err != nil {
 		return nil, fmt.Errorf("rig: %w", err)
 	}
-	res := &Result{
-		Console: filepath.Join(work, "console.log"),
-		Results: filepath.Join(work, "results.log"),
-		QEMULog: filepath.Join(work, "qemu.log"),
-	}
 	initrd := filepath.Join(work, "initramfs.cpio")
 	nonceb := make([]byte, 8)
 	if _, err := rand.Read(nonceb); err != nil {
 		return nil, fmt.Errorf("rig: nonce: %w", err)
 	}
 	nonce := hex.EncodeToString(nonceb)
-	if err := writeInitramfs(&cfg, base, initrd, nonce); err != nil {
-		return nil, fmt.Errorf("rig: write initramfs: %w", err)
-	}
 
-	runErr := run(ctx, &cfg, initrd, nonce, res)
-	os.Remove(initrd)
-	for isFrozen(runErr) && res.Freezes < maxFreezes {
-		// L1 froze (QEMU TCG's nested SVM, see docs/rig.md): boot a fresh
-		// L1 for the commands that did not finish, the frozen one first.
-		res.Freezes++
-		var left []Command
-		for _, c := range cfg.Commands {
-			if r := res.Command(c.Name); r == nil || !r.Done {
-				left = append(left, c)
-			}
+	// One L1 boot for all commands; should L1 freeze (QEMU TCG's nested
+	// SVM, see docs/rig.md), a fresh one for the commands that did not
+	// finish, the frozen one first — at most maxFreezes times.
+	var res *Result
+	var runErr error
+	var kept []CommandResult // finished commands of the L1 boots before
+	attempt := cfg
+	for freezes := 0; ; freezes++ {
+		sfx := ""
+		if freezes > 0 {
+			sfx = fmt.Sprintf("-restart%d", freezes)
 		}
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, "%v\nrig: restarting L1 for the %d command(s) left\n", runErr, len(left))
-		}
-		var kept []CommandResult
-		for _, r := range res.Commands {
-			if r.Done {
-				kept = append(kept, r)
-			}
-		}
-		retry := cfg
-		retry.Commands = left
-		sfx := fmt.Sprintf("-restart%d", res.Freezes)
-		next := &Result{
+		r := &Result{
 			Console: filepath.Join(work, "console"+sfx+".log"),
 			Results: filepath.Join(work, "results"+sfx+".log"),
 			QEMULog: filepath.Join(work, "qemu"+sfx+".log"),
+			Freezes: freezes,
 		}
-		if err := writeInitramfs(&retry, base, initrd, nonce); err != nil {
+		if err := writeInitramfs(&attempt, base, initrd, nonce); err != nil {
 			return res, fmt.Errorf("rig: write initramfs: %w", err)
 		}
-		runErr = run(ctx, &retry, initrd, nonce, next)
+		runErr = run(ctx, &attempt, initrd, nonce, r)
 		os.Remove(initrd)
-		next.Commands = append(kept, next.Commands...)
-		next.Freezes = res.Freezes
-		next.Hello, next.ScriptStart = res.Hello, res.ScriptStart
-		res = next
+		if res != nil {
+			r.Hello, r.ScriptStart = res.Hello, res.ScriptStart
+		}
+		r.Commands = append(kept, r.Commands...)
+		res = r
+		if !isFrozen(runErr) || freezes == maxFreezes {
+			break
+		}
+		kept, attempt.Commands = nil, nil
+		for _, c := range cfg.Commands {
+			if done := res.Command(c.Name); done != nil && done.Done {
+				kept = append(kept, *done)
+			} else {
+				attempt.Commands = append(attempt.Commands, c)
+			}
+		}
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "%v\nrig: restarting L1 for the %d command(s) left\n", runErr, len(attempt.Commands))
+		}
 	}
 	if tempWork {
 		if runErr == nil {

@@ -411,3 +411,66 @@ func TestRunFrozen(t *testing.T) {
 		t.Errorf("the stuck command: %+v", s)
 	}
 }
+
+// TestRunRestartsFrozenL1 runs Run against a script standing in for QEMU:
+// its first "L1" finishes one command and goes silent in the second; Run
+// must boot a second one for the commands left — the frozen one first, not
+// the finished one — and merge the results.
+func TestRunRestartsFrozenL1(t *testing.T) {
+	busybox := "/bin/busybox"
+	if _, err := os.Stat(busybox); err != nil {
+		t.Skip("SKIP: needs busybox-static at /bin/busybox for the base initramfs")
+	}
+	dir := t.TempDir()
+	mods := filepath.Join(dir, "modules")
+	if err := os.Mkdir(mods, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range modules {
+		if err := os.WriteFile(filepath.Join(mods, m+".ko"), []byte("not a module"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kernel := filepath.Join(dir, "vmlinuz")
+	if err := os.WriteFile(kernel, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boots := filepath.Join(dir, "boots")
+	fake := filepath.Join(dir, "qemu")
+	script := `#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = -initrd ] && rd=$2; shift; done
+n=$(grep -ao 'RIG_NONCE=[0-9a-f]*' "$rd" | head -n1 | cut -d= -f2)
+echo boot >>` + boots + `
+if [ "$(wc -l <` + boots + `)" -eq 1 ]; then
+	printf 'RIG:%s HELLO 1\nRIG:%s KVM ok 1\nRIG:%s BEGIN first-cmd 1\nRIG:%s END first-cmd 0 1\nRIG:%s BEGIN frozen-cmd 1\n' $n $n $n $n $n
+	exec sleep 600
+fi
+grep -c first-cmd "$rd" >` + filepath.Join(dir, "second-has-first") + `
+printf 'RIG:%s HELLO 1\nRIG:%s KVM ok 1\nRIG:%s BEGIN frozen-cmd 1\nRIG:%s END frozen-cmd 0 1\nRIG:%s BEGIN last-cmd 1\nRIG:%s END last-cmd 3 1\nRIG:%s DONE 1\n' $n $n $n $n $n $n $n
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Kernel: kernel, Modules: mods, Busybox: busybox, QEMU: fake,
+		CacheDir: filepath.Join(dir, "cache"), WorkDir: filepath.Join(dir, "work"),
+		Timeout: time.Minute, freezeGrace: time.Second,
+		Commands: []Command{{Name: "first-cmd", Timeout: time.Second}, {Name: "frozen-cmd", Timeout: time.Second}, {Name: "last-cmd", Timeout: time.Second}}}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Freezes != 1 || !res.Complete {
+		t.Errorf("Freezes %d, Complete %v; want 1, true", res.Freezes, res.Complete)
+	}
+	for name, status := range map[string]int{"first-cmd": 0, "frozen-cmd": 0, "last-cmd": 3} {
+		if c := res.Command(name); c == nil || !c.Done || c.Status != status {
+			t.Errorf("%s: %+v, want done with status %d", name, c, status)
+		}
+	}
+	if len(res.Commands) != 3 {
+		t.Errorf("%d command results, want 3: %+v", len(res.Commands), res.Commands)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "second-has-first")); err != nil || strings.TrimSpace(string(b)) != "0" {
+		t.Errorf("the second L1 was given the finished command again (grep -c: %q, %v)", b, err)
+	}
+}
