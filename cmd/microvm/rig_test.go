@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -295,28 +296,22 @@ func tail(s string, n int) string {
 	return s
 }
 
-// rootImage builds an ext4 root file system holding the guest initramfs's
-// files (busybox and /init), for the virtio-blk root test.
-func rootImage(t *testing.T, initramfs string) string {
+// rootImage builds an ext4 root file system holding an initramfs's files
+// (busybox and /init), for the virtio-blk root tests.
+func rootImage(t *testing.T, initrd string) string {
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "cpio", "gzip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIP: %s not found: cannot build the ext4 root image (apt-get install e2fsprogs cpio gzip)", tool)
-		}
-	}
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	if err := os.Mkdir(root, 0o755); err != nil {
+	f, err := os.Open(initrd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sh := fmt.Sprintf("gzip -dc %q | cpio -idm --quiet && mkdir -p dev proc sys && mkfs.ext4 -q -F -L root -d . %q 32M",
-		initramfs, filepath.Join(dir, "root.ext4"))
-	cmd := exec.Command("sh", "-c", sh)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the ext4 root image: %v\n%s", err, out)
+	defer f.Close()
+	img := filepath.Join(t.TempDir(), "root.ext4")
+	if err := initramfs.WriteExt4(img, f, "32M"); errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("SKIP: cannot build the ext4 root image: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(dir, "root.ext4")
+	return img
 }
 
 // netPing runs a microvm boot command with a --net tap in the background,
