@@ -211,24 +211,19 @@ func madtTable(cpus int) []byte {
 // dsdtTable returns the DSDT: Scope(\_SB) with COM1 and one LNRO0005
 // device per virtio-mmio transport.
 func dsdtTable(devices []MMIODevice) ([]byte, error) {
-	var objs [][]byte
-	add := func(b []byte, err error) error {
-		if err == nil {
-			objs = append(objs, b)
-		}
-		return err
-	}
 	com1, err := amlFixedDevice("COM1", "PNP0501", 0, false,
 		resIOPort(com1Port, com1Len), resInterrupt(com1GSI))
-	if err := add(com1, err); err != nil {
+	if err != nil {
 		return nil, err
 	}
+	objs := [][]byte{com1}
 	for i, d := range devices {
 		dev, err := amlFixedDevice(fmt.Sprintf("V%03d", i), "LNRO0005", uint64(i), true,
 			resMemory32(uint32(d.Base), uint32(d.Size)), resInterrupt(d.GSI))
-		if err := add(dev, err); err != nil {
+		if err != nil {
 			return nil, err
 		}
+		objs = append(objs, dev)
 	}
 	sb, err := amlScope("_SB_", objs...)
 	if err != nil {
@@ -249,20 +244,17 @@ func amlFixedDevice(name, hid string, uid uint64, coherent bool, res ...[]byte) 
 	if err != nil {
 		return nil, err
 	}
-	var body [][]byte
-	for _, n := range []struct {
+	type named struct {
 		name  string
 		value []byte
-		skip  bool
-	}{
-		{"_HID", s, false},
-		{"_UID", amlInteger(uid), false},
-		{"_CCA", amlInteger(1), !coherent},
-		{"_CRS", crs, false},
-	} {
-		if n.skip {
-			continue
-		}
+	}
+	objs := []named{{"_HID", s}, {"_UID", amlInteger(uid)}}
+	if coherent {
+		objs = append(objs, named{"_CCA", amlInteger(1)})
+	}
+	objs = append(objs, named{"_CRS", crs})
+	var body [][]byte
+	for _, n := range objs {
 		b, err := amlName(n.name, n.value)
 		if err != nil {
 			return nil, err
