@@ -95,6 +95,10 @@ type Config struct {
 	CPU       string        // QEMU -cpu; default DefaultCPU
 	Cmdline   string        // L1 kernel command line; default DefaultCmdline
 	Timeout   time.Duration // whole run, host side; default DefaultTimeout
+	// Monitor, when set, is the path of a Unix socket on which QEMU serves
+	// its human monitor (HMP: `info registers`, `x/8i $pc`, ...), for
+	// looking into an L1 that hangs.
+	Monitor string
 
 	// Log, when set, receives the results port live, one line at a time
 	// (e.g. a writer onto t.Log).
@@ -393,7 +397,7 @@ func qemuArgs(cfg *Config, initrd, console string) []string {
 	if cfg.CPUs > 1 {
 		accel = "tcg,thread=single"
 	}
-	return []string{
+	args := []string{
 		"-M", "q35", "-accel", accel,
 		"-cpu", cfg.CPU,
 		"-smp", strconv.Itoa(cfg.CPUs),
@@ -407,6 +411,10 @@ func qemuArgs(cfg *Config, initrd, console string) []string {
 		"-chardev", "stdio,id=res,signal=off",
 		"-serial", "chardev:res",
 	}
+	if cfg.Monitor != "" {
+		args = append(args, "-monitor", "unix:"+strings.ReplaceAll(cfg.Monitor, ",", ",,")+",server=on,wait=off")
+	}
+	return args
 }
 
 // Run boots L1 under QEMU TCG with emulated AMD-V, loads KVM there, runs

@@ -2,6 +2,7 @@ package rig
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,11 +122,54 @@ func qemuMicrovmScript(kernel string) string {
 	-append "console=ttyS0 reboot=t panic=-1"`, "microvm-init: ready")
 }
 
+// askMonitor connects to QEMU's human monitor at path once it exists, asks
+// `info registers` and sends back what came before the next prompt, or an
+// error text.
+func askMonitor(ctx context.Context, path string) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		var c net.Conn
+		var err error
+		for c == nil {
+			if c, err = net.Dial("unix", path); err != nil {
+				select {
+				case <-ctx.Done():
+					out <- "no monitor: " + err.Error()
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Write([]byte("info registers\n")); err != nil {
+			out <- "write: " + err.Error()
+			return
+		}
+		var b []byte
+		buf := make([]byte, 4096)
+		for !strings.Contains(string(b), "IP=") || !strings.HasSuffix(strings.TrimSpace(string(b)), "(qemu)") {
+			n, err := c.Read(buf)
+			b = append(b, buf[:n]...)
+			if err != nil {
+				out <- string(b) + "\nread: " + err.Error()
+				return
+			}
+		}
+		out <- string(b)
+	}()
+	return out
+}
+
 // TestRigProtocol checks statuses, output framing (no trailing newline,
 // forged markers), a per-command timeout and that commands after a failing
-// one still run.
+// one still run; and that Config.Monitor serves QEMU's monitor.
 func TestRigProtocol(t *testing.T) {
 	cfg, _ := Require(t)
+	cfg.Monitor = filepath.Join(t.TempDir(), "monitor.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	monitor := askMonitor(ctx, cfg.Monitor)
 	data := filepath.Join(t.TempDir(), "data.txt")
 	if err := os.WriteFile(data, []byte("hello from the host\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -167,6 +211,10 @@ func TestRigProtocol(t *testing.T) {
 	}
 	if len(res.Stray) != 0 {
 		t.Errorf("stray lines on the results port: %q", res.Stray)
+	}
+	cancel()
+	if m := <-monitor; !regexp.MustCompile(`[ER]IP=[0-9a-f]{8}`).MatchString(m) { // EIP while SeaBIOS runs
+		t.Errorf("QEMU's monitor on %s did not answer `info registers`: %q", cfg.Monitor, m)
 	}
 }
 

@@ -48,6 +48,9 @@ func run() int {
 	mem := fs.Int("memory", rig.DefaultMemoryMiB, "L1 RAM in MiB")
 	quiet := fs.Bool("q", false, "do not stream the results port to stderr")
 	asJSON := fs.Bool("json", false, "print the Result as JSON on stdout")
+	monitor := fs.String("monitor", "", "serve QEMU's human monitor of L1 on this Unix socket")
+	cpu := fs.String("cpu", rig.DefaultCPU, "QEMU -cpu model of L1 (it needs svm and npt)")
+	cmdline := fs.String("cmdline", rig.DefaultCmdline, "L1 kernel command line")
 	workDir := fs.String("workdir", "", "keep the run's logs (console.log, results.log, qemu.log) in this directory")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rigrun [flags] 'shell command' ...\n\n")
@@ -64,7 +67,7 @@ func run() int {
 	cfg := rig.Config{
 		Kernel: a.L1Kernel, Modules: a.L1Modules, QEMU: a.QEMU,
 		Files: map[string]string{}, Timeout: *timeout, CPUs: *cpus, MemoryMiB: *mem,
-		WorkDir: *workDir,
+		WorkDir: *workDir, Monitor: *monitor, Cmdline: *cmdline, CPU: *cpu,
 	}
 	for _, f := range files {
 		dst, src, ok := strings.Cut(f, "=")
