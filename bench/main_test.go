@@ -70,7 +70,7 @@ func TestAllPathsForReal(t *testing.T) {
 			t.Errorf("%s: ready after exit", p.Name)
 		}
 	}
-	for _, n := range []string{"container", "runc", "crun", "podman", "qemu", "kvm-floor", "vm"} {
+	for _, n := range []string{"container", "runc", "crun", "podman", "qemu", "kvm-floor", "go-floor", "vm"} {
 		if p := rep.Path(n); p != nil && p.Usable() && p.Ready == nil {
 			t.Errorf("%s: launch→ready never observed", n)
 		}
@@ -115,6 +115,7 @@ func benchPath(b *testing.B, name string) {
 func BenchmarkVM(b *testing.B)        { benchPath(b, "vm") }
 func BenchmarkContainer(b *testing.B) { benchPath(b, "container") }
 func BenchmarkKVMFloor(b *testing.B)  { benchPath(b, "kvm-floor") }
+func BenchmarkGoFloor(b *testing.B)   { benchPath(b, "go-floor") }
 func BenchmarkRunc(b *testing.B)      { benchPath(b, "runc") }
 func BenchmarkCrun(b *testing.B)      { benchPath(b, "crun") }
 func BenchmarkQEMU(b *testing.B)      { benchPath(b, "qemu") }

@@ -102,6 +102,16 @@ func DefaultRunners(cfg Config) []Runner {
 			}
 			return []string{p}, nil
 		}},
+		&procRunner{name: "go-floor", desc: "bench/gofloor: kvm_floor.c's work in Go (syscall package only), whole process", setup: func(ctx context.Context) ([]string, error) {
+			if err := needKVM(); err != nil {
+				return nil, err
+			}
+			p, err := buildGoFloor(ctx, cfg.CacheDir)
+			if err != nil {
+				return nil, err
+			}
+			return []string{p}, nil
+		}},
 	}
 	for _, rt := range container.Runtimes(cfg.StateDir) {
 		if ip, ok := rt.(container.InProcess); ok {
@@ -344,32 +354,72 @@ func (t *tailWriter) String() string {
 //go:embed kvmfloor/kvm_floor.c
 var kvmFloorSource []byte
 
+//go:embed gofloor/main.go
+var goFloorSource []byte
+
 // buildKVMFloor compiles kvm_floor.c (cc -O2) into cacheDir once per
 // source version and returns the binary's path.
 func buildKVMFloor(ctx context.Context, cacheDir string) (string, error) {
+	return buildFloor(cacheDir, "kvm-floor", "kvm_floor.c", kvmFloorSource, func(src, out string) error {
+		cc, err := exec.LookPath("cc")
+		if err != nil {
+			return errors.New("needs a C compiler (cc) to build kvm_floor.c")
+		}
+		if b, err := exec.CommandContext(ctx, cc, "-O2", "-o", out, src).CombinedOutput(); err != nil {
+			return fmt.Errorf("cc -O2 kvm_floor.c: %v: %s", err, strings.TrimSpace(string(b)))
+		}
+		return nil
+	})
+}
+
+// buildGoFloor builds bench/gofloor (kvm_floor.c's work in Go, standard
+// library only) with the go command into cacheDir once per source version
+// and returns the binary's path.
+func buildGoFloor(ctx context.Context, cacheDir string) (string, error) {
+	return buildFloor(cacheDir, "go-floor", "main.go", goFloorSource, func(src, out string) error {
+		goCmd, err := exec.LookPath("go")
+		if err != nil {
+			return errors.New("needs the Go toolchain (go) to build bench/gofloor")
+		}
+		dir := filepath.Dir(src)
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module gofloor\n\ngo 1.22\n"), 0o644); err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-ldflags=-s -w", "-o", out, ".")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=", "GOTOOLCHAIN=local")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build bench/gofloor: %v: %s", err, strings.TrimSpace(string(b)))
+		}
+		return nil
+	})
+}
+
+// buildFloor writes source as cacheDir/name/srcName and has compile turn
+// it into cacheDir/name/name-<hash of source>, unless that exists.
+func buildFloor(cacheDir, name, srcName string, source []byte, compile func(src, out string) error) (string, error) {
 	if cacheDir == "" {
-		return "", errors.New("no cache directory to build kvm_floor in")
+		return "", fmt.Errorf("no cache directory to build %s in", name)
 	}
-	sum := sha256.Sum256(kvmFloorSource)
-	dir := filepath.Join(cacheDir, "kvm-floor")
-	bin := filepath.Join(dir, "kvm_floor-"+hex.EncodeToString(sum[:6]))
+	sum := sha256.Sum256(source)
+	dir, err := filepath.Abs(filepath.Join(cacheDir, name)) // compile may run elsewhere
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:6]))
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
-	}
-	cc, err := exec.LookPath("cc")
-	if err != nil {
-		return "", errors.New("needs a C compiler (cc) to build kvm_floor.c")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	src := filepath.Join(dir, "kvm_floor.c")
-	if err := os.WriteFile(src, kvmFloorSource, 0o644); err != nil {
+	src := filepath.Join(dir, srcName)
+	if err := os.WriteFile(src, source, 0o644); err != nil {
 		return "", err
 	}
 	tmp := bin + ".tmp"
-	if out, err := exec.CommandContext(ctx, cc, "-O2", "-o", tmp, src).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("cc -O2 kvm_floor.c: %v: %s", err, strings.TrimSpace(string(out)))
+	if err := compile(src, tmp); err != nil {
+		return "", err
 	}
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", err
@@ -404,7 +454,9 @@ func (o *rootfsOnce) get() (string, error) {
 				return
 			}
 		}
-		o.dir = dir
+		// runc refuses a bundle rootfs whose path goes through a symlink
+		// (a symlinked cache directory, say).
+		o.dir, o.err = filepath.EvalSymlinks(dir)
 	})
 	return o.dir, o.err
 }

@@ -9,7 +9,7 @@
 # available in `make test` (a missing one fails the test instead of skipping).
 
 APT_PACKAGES += qemu-system-x86 runc crun podman busybox-static
-TEST_ENV     += MICROVM_BENCH_REQUIRE=vm,vm-proc,kvm-floor,container,runc,crun,podman,qemu
+TEST_ENV     += MICROVM_BENCH_REQUIRE=vm,vm-proc,kvm-floor,go-floor,container,runc,crun,podman,qemu
 
 BENCH_FLAGS ?= --runs 10
 BENCH_COUNT ?= 10

@@ -39,6 +39,8 @@ func (a *app) newBenchCmd() *cobra.Command {
   vm         the tiny "ready" guest on microvm's VMM, in this process
   vm-proc    microvm boot --guest ready --quiet, as a whole process
   kvm-floor  kvm_floor.c, the least a VMM can do (whole process)
+  go-floor   the same work in Go, syscall package only: the least a Go VMM
+             can do (built with go build; needs the Go toolchain)
   container  microvm's in-process container launcher, busybox /bin/ready
   runc, crun, podman, docker   the same rootfs and workload via each runtime
   qemu       qemu-system-x86_64 -M microvm -accel kvm, the same tiny guest
