@@ -28,8 +28,6 @@ const (
 	xzCheckSHA256 = 0x0a
 )
 
-var crc64Table = crc64.MakeTable(crc64.ECMA)
-
 func decodeXZ(ctx context.Context, stream []byte, declared uint64) ([]byte, error) {
 	bad := func(format string, args ...any) error {
 		return errorf(ErrCorruptPayload, "xz: "+format, args...)
@@ -234,7 +232,9 @@ func xzCheckOK(kind byte, data, want []byte) bool {
 	case xzCheckCRC32:
 		return crc32.ChecksumIEEE(data) == binary.LittleEndian.Uint32(want)
 	case xzCheckCRC64:
-		return crc64.Checksum(data, crc64Table) == binary.LittleEndian.Uint64(want)
+		// MakeTable here, not in a package variable: its tables (32 KiB)
+		// are built on first use, not in every microvm process's start.
+		return crc64.Checksum(data, crc64.MakeTable(crc64.ECMA)) == binary.LittleEndian.Uint64(want)
 	case xzCheckSHA256:
 		sum := sha256.Sum256(data)
 		return bytes.Equal(sum[:], want)
