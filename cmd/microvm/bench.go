@@ -97,6 +97,7 @@ func (a *app) bench(f *benchFlags) error {
 	if f.timeout <= 0 {
 		return usageErrorf("bench: --timeout must be positive")
 	}
+	reserveProcs(f.parallel) // the vm path runs up to --parallel one-vCPU VMs here
 	mem, err := parseBenchMemory(f.memory)
 	if err != nil {
 		return usageErrorf("bench: --memory: %v", err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -165,6 +166,7 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		defer restore()
 	}
 
+	reserveProcs(cfg.CPUs) // before the seccomp filter: it may start threads
 	if err := a.sandboxLockdown(&f.sandbox); err != nil {
 		return err
 	}
@@ -311,6 +313,19 @@ func readyNotifier() func() {
 	return func() {
 		f.Write([]byte{1})
 		f.Close()
+	}
+}
+
+// reserveProcs raises GOMAXPROCS to one more than vcpus when it is lower
+// (on a one-CPU host it is 1). The VMM issues KVM_RUN as a raw system call,
+// with no P hand-off and re-acquisition per VM exit, only while a P stays
+// free for its other goroutines (vmm.Machine.Run); that halves the cost of
+// an exit where exits are dear. Measured on a one-CPU nested host (the rig's
+// L1): the lean kernel's 16,800 console exits to its ready marker took
+// 5.5–6.3 s with GOMAXPROCS=1 and 3.8 s with 2.
+func reserveProcs(vcpus int) {
+	if n := max(vcpus, 1) + 1; runtime.GOMAXPROCS(0) < n {
+		runtime.GOMAXPROCS(n)
 	}
 }
 

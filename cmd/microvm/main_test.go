@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -205,5 +206,22 @@ func TestVersion(t *testing.T) {
 	code, stdout, _ := run(t, "version")
 	if code != 0 || !strings.HasPrefix(stdout, "microvm ") {
 		t.Errorf("version: %d %q", code, stdout)
+	}
+}
+
+func TestReserveProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, tc := range []struct{ procs, vcpus, want int }{
+		{1, 1, 2}, // a one-CPU host: one P for the vCPU, one for the rest
+		{1, 0, 2}, // 0 vCPUs means the default, 1
+		{2, 1, 2}, // already one to spare
+		{2, 4, 5}, // more vCPUs than CPUs
+		{8, 2, 8}, // never lowered
+	} {
+		runtime.GOMAXPROCS(tc.procs)
+		reserveProcs(tc.vcpus)
+		if got := runtime.GOMAXPROCS(0); got != tc.want {
+			t.Errorf("GOMAXPROCS %d, reserveProcs(%d): GOMAXPROCS %d, want %d", tc.procs, tc.vcpus, got, tc.want)
+		}
 	}
 }
