@@ -322,7 +322,7 @@ func readyNotifier() func() {
 // free for its other goroutines (vmm.Machine.Run); that halves the cost of
 // an exit where exits are dear. Measured on a one-CPU nested host (the rig's
 // L1): the lean kernel's 16,800 console exits to its ready marker took
-// 5.5–6.3 s with GOMAXPROCS=1 and 3.8 s with 2.
+// 5.5–6.3 s with GOMAXPROCS=1 and 2.6–3.8 s with 2.
 func reserveProcs(vcpus int) {
 	if n := max(vcpus, 1) + 1; runtime.GOMAXPROCS(0) < n {
 		runtime.GOMAXPROCS(n)
