@@ -92,26 +92,8 @@ func DefaultRunners(cfg Config) []Runner {
 			}
 			return []string{cfg.MicrovmBin, "boot", "--guest", cfg.guest(), "--quiet"}, nil
 		}},
-		&procRunner{name: "kvm-floor", desc: "kvm_floor.c: the least a VMM can do (C, 2 MiB, 13-byte guest), whole process", setup: func(ctx context.Context) ([]string, error) {
-			if err := needKVM(); err != nil {
-				return nil, err
-			}
-			p, err := buildKVMFloor(ctx, cfg.CacheDir)
-			if err != nil {
-				return nil, err
-			}
-			return []string{p}, nil
-		}},
-		&procRunner{name: "go-floor", desc: "bench/gofloor: kvm_floor.c's work in Go (syscall package only), whole process", setup: func(ctx context.Context) ([]string, error) {
-			if err := needKVM(); err != nil {
-				return nil, err
-			}
-			p, err := buildGoFloor(ctx, cfg.CacheDir)
-			if err != nil {
-				return nil, err
-			}
-			return []string{p}, nil
-		}},
+		floorRunner("kvm-floor", "kvm_floor.c: the least a VMM can do (C, 2 MiB, 13-byte guest), whole process", cfg.CacheDir, buildKVMFloor),
+		floorRunner("go-floor", "bench/gofloor: kvm_floor.c's work in Go (syscall package only), whole process", cfg.CacheDir, buildGoFloor),
 	}
 	for _, rt := range container.Runtimes(cfg.StateDir) {
 		if ip, ok := rt.(container.InProcess); ok {
@@ -349,6 +331,21 @@ func (t *tailWriter) String() string {
 		s = s[i+1:]
 	}
 	return s
+}
+
+// floorRunner is a whole-process path running the program build makes in
+// cacheDir (a floor: kvm_floor.c or its Go twin).
+func floorRunner(name, desc, cacheDir string, build func(ctx context.Context, cacheDir string) (string, error)) Runner {
+	return &procRunner{name: name, desc: desc, setup: func(ctx context.Context) ([]string, error) {
+		if err := needKVM(); err != nil {
+			return nil, err
+		}
+		p, err := build(ctx, cacheDir)
+		if err != nil {
+			return nil, err
+		}
+		return []string{p}, nil
+	}}
 }
 
 //go:embed kvmfloor/kvm_floor.c
