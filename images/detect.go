@@ -19,9 +19,10 @@ const (
 	FormatFlat           // flat binary entered at FlatLoadAddr
 	FormatBzImage        // Linux bzImage
 	FormatVmlinux        // Linux vmlinux ELF
+	FormatMultiboot      // Multiboot v1 kernel (ELF or a.out kludge)
 )
 
-var formatNames = []string{"unknown", "elf", "flat", "bzimage", "vmlinux"}
+var formatNames = []string{"unknown", "elf", "flat", "bzimage", "vmlinux", "multiboot"}
 
 // String returns the format's name as the --format flag spells it.
 func (f Format) String() string {
@@ -44,8 +45,10 @@ func ParseFormat(s string) (Format, error) {
 		return FormatBzImage, nil
 	case "vmlinux":
 		return FormatVmlinux, nil
+	case "multiboot":
+		return FormatMultiboot, nil
 	}
-	return FormatUnknown, fmt.Errorf("unknown image format %q (want auto, elf, flat, bzimage or vmlinux)", s)
+	return FormatUnknown, fmt.Errorf("unknown image format %q (want auto, elf, flat, bzimage, vmlinux or multiboot)", s)
 }
 
 // ErrBadImage wraps every error about the contents of an image, so callers
@@ -69,7 +72,12 @@ func Detect(data []byte) (Format, error) {
 		if IsVmlinux(data) {
 			return FormatVmlinux, nil
 		}
+		if HasMultibootHeader(data) {
+			return FormatMultiboot, nil
+		}
 		return FormatELF, nil
+	case HasMultibootHeader(data):
+		return FormatMultiboot, nil
 	}
 	return FormatUnknown, badImagef("unrecognised image format (%d bytes, starts % x); not ELF64 or a Linux bzImage — use --format flat to boot a flat binary at %#x",
 		len(data), data[:min(len(data), 8)], FlatLoadAddr)
@@ -99,6 +107,21 @@ func IsVmlinux(data []byte) bool {
 	}
 	for _, n := range f.Notes() {
 		if n.Name == "Xen" || n.Name == "Linux" {
+			return true
+		}
+	}
+	return false
+}
+
+// HasMultibootHeader reports whether data carries a Multiboot v1 header
+// (magic 0x1BADB002 with a valid checksum, 4-byte aligned in the first
+// 8 KiB). A Linux kernel is detected before this is asked; package
+// images/multiboot parses the header for real.
+func HasMultibootHeader(data []byte) bool {
+	const magic = 0x1BADB002
+	le := binary.LittleEndian
+	for off := 0; off+12 <= min(len(data), 8192); off += 4 {
+		if le.Uint32(data[off:]) == magic && magic+le.Uint32(data[off+4:])+le.Uint32(data[off+8:]) == 0 {
 			return true
 		}
 	}

@@ -110,6 +110,13 @@ func mkELF(typ elf.Type, entry uint64, segs ...seg) []byte {
 
 var code = []byte{0x90, 0x90, 0xf4}
 
+// mbHeader is a Multiboot v1 header with its checksum off by delta.
+func mbHeader(flags, delta uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 0x1BADB002)
+	b = binary.LittleEndian.AppendUint32(b, flags)
+	return binary.LittleEndian.AppendUint32(b, -(0x1BADB002+flags)+delta)
+}
+
 func TestDetect(t *testing.T) {
 	bz := make([]byte, 0x300)
 	binary.LittleEndian.PutUint16(bz[0x1fe:], 0xaa55)
@@ -131,6 +138,9 @@ func TestDetect(t *testing.T) {
 		{"tiny elf", tiny, FormatELF, ""},
 		{"vmlinux by entry", vmlinux, FormatVmlinux, ""},
 		{"vmlinux by xen note", pvh, FormatVmlinux, ""},
+		{"multiboot a.out", mbHeader(0x10002, 0), FormatMultiboot, ""},
+		{"multiboot elf", mkELF(elf.ET_EXEC, 0x100000, seg{paddr: 0x100000, flags: elf.PF_R | elf.PF_X, data: mbHeader(2, 0)}), FormatMultiboot, ""},
+		{"multiboot bad checksum", mbHeader(0x10002, 1), FormatUnknown, "unrecognised image format"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Detect(tc.data)
@@ -148,7 +158,7 @@ func TestDetect(t *testing.T) {
 }
 
 func TestParseFormat(t *testing.T) {
-	for in, want := range map[string]Format{"auto": FormatUnknown, "": FormatUnknown, "ELF": FormatELF, "flat": FormatFlat, "bzimage": FormatBzImage, "vmlinux": FormatVmlinux} {
+	for in, want := range map[string]Format{"auto": FormatUnknown, "": FormatUnknown, "ELF": FormatELF, "flat": FormatFlat, "bzimage": FormatBzImage, "vmlinux": FormatVmlinux, "multiboot": FormatMultiboot} {
 		if got, err := ParseFormat(in); err != nil || got != want {
 			t.Errorf("ParseFormat(%q) = %v, %v", in, got, err)
 		}

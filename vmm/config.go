@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/microvm/microvm/images"
+	"github.com/microvm/microvm/images/multiboot"
 	"github.com/microvm/microvm/kvm"
 	"golang.org/x/sys/unix"
 )
@@ -35,6 +36,8 @@ type Config struct {
 	AppendCmdline string
 	// Initrd is a Linux guest's initial ramdisk (optional).
 	Initrd []byte
+	// Modules are handed to a Multiboot kernel, in order (vmm/multiboot.go).
+	Modules []multiboot.Module
 	// KernelCacheDir caches vmlinux images decompressed from bzImages,
 	// keyed by the image's SHA-256 ("" disables the cache).
 	KernelCacheDir string
@@ -68,6 +71,18 @@ type Config struct {
 	Nets              []NetConfig
 	RNG               bool
 	VirtioNoIOEventFD bool
+	// DebugExit adds QEMU's isa-debug-exit at port 0xf4: a write of v
+	// ends the VM with status (v<<1)|1 (devices.DebugExit).
+	DebugExit bool
+	// IRQChip gives a tiny guest the in-kernel irqchip (PIC, IOAPIC and a
+	// local APIC per vCPU, as Linux guests always get): vCPUs other than
+	// 0 then wait for INIT/SIPI from the guest instead of starting at the
+	// entry point (see docs/guests.md).
+	IRQChip bool
+
+	// linuxCPUID gives a tiny guest the CPUID a Linux guest gets (the
+	// host's masks); the cpuid probe (cpuidprobe.go) uses it.
+	linuxCPUID bool
 }
 
 // ConfigError is a problem with a Config: the caller asked for something

@@ -31,6 +31,9 @@ type hostileCase struct {
 var hostileCases = []hostileCase{
 	{mode: "triple", reason: ReasonTripleFault, detail: "triple-faulted", lastLine: "hostile triple: ud2 with no IDT",
 		check: func(t *testing.T, r *Result, _ *countingWriter) {
+			if r.RIPLost {
+				return // AMD SVM reset the vCPU at the shutdown: nothing to check
+			}
 			if r.RIP == 0 || !bytes.HasPrefix(r.Instruction, []byte{0x0f, 0x0b}) {
 				t.Errorf("crash at RIP %#x on % x, want the ud2 (0f 0b)", r.RIP, r.Instruction)
 			}

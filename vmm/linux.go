@@ -94,6 +94,7 @@ func (m *Machine) bootLinux() error {
 		return err
 	}
 	supported = m.hostCPUID(supported)
+	m.verifyCPUID() // vmm/cpuidprobe.go
 	lm := longMode{gdtBase: linuxGDTAddr, gdtLimit: limit, codeSel: linux.BootCS, dataSel: linux.BootDS, cr3: linuxPML4Addr}
 	for i, c := range m.cpus {
 		if err := c.SetCPUID2(vcpuCPUID(supported, i, len(m.cpus))); err != nil {

@@ -63,6 +63,8 @@ type Machine struct {
 
 	mu      sync.Mutex // guards notes and assists
 	assists map[string]uint64
+
+	probeCPUID []kvm.CPUIDEntry // vCPU 0's CPUID as set (cpuidprobe.go)
 }
 
 // New builds a machine from cfg: opens KVM (unless cfg.System is given),
@@ -122,7 +124,10 @@ func (m *Machine) build() (err error) {
 	if err = m.vm.SetTSSAddr(tssAddr); err != nil {
 		return err
 	}
-	if m.linux {
+	// A tiny guest asks for the irqchip (Config.IRQChip) to bring up its
+	// own APs: with an in-kernel local APIC, KVM holds every vCPU but 0 in
+	// KVM_MP_STATE_UNINITIALIZED until the guest's INIT/SIPI.
+	if m.linux || cfg.IRQChip {
 		if err = m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
 			return err
 		}
@@ -153,6 +158,9 @@ func (m *Machine) build() (err error) {
 	}
 	if m.linux {
 		return m.bootLinux()
+	}
+	if format == images.FormatMultiboot {
+		return m.bootMultiboot() // vmm/multiboot.go
 	}
 	return m.loadTiny(format)
 }
@@ -189,17 +197,26 @@ func (m *Machine) addDevices() error {
 	ctl := devices.NewControl(0, 1, m.onExit, m.onReady)
 	mmioCtl := devices.NewControl(devices.ControlMMIOExit, devices.ControlMMIOReady, m.onExit, m.onReady)
 	i8042 := devices.NewI8042(m.onReset)
-	for _, d := range []struct {
+	type placed struct {
 		space      devices.Space
 		base, size uint64
 		name       string
 		dev        devices.Device
-	}{
+	}
+	list := []placed{
 		{devices.PIO, devices.COM1Base, devices.SerialSize, "com1", m.serial},
 		{devices.PIO, devices.ControlExitPort, 2, "control", ctl},
 		{devices.MMIO, devices.ControlMMIOBase, devices.ControlMMIOSize, "control-mmio", mmioCtl},
 		{devices.PIO, devices.I8042Base, devices.I8042Size, "i8042", i8042},
-	} {
+	}
+	qemu, err := m.qemuDevices() // vmm/guests.go
+	if err != nil {
+		return err
+	}
+	for _, q := range qemu {
+		list = append(list, placed{devices.PIO, q.port, q.size, q.name, q.dev})
+	}
+	for _, d := range list {
 		if err := m.bus.Add(d.space, d.base, d.size, d.name, d.dev); err != nil {
 			return err
 		}
@@ -247,10 +264,17 @@ func (m *Machine) loadTiny(format images.Format) error {
 	if err != nil {
 		return err
 	}
+	if m.cfg.linuxCPUID {
+		supported = m.hostCPUID(supported)
+	}
 	lm := longMode{gdtBase: tinyGDTAddr, gdtLimit: limit, codeSel: tinyCodeSel, dataSel: tinyDataSel, cr3: tinyPML4Addr}
 	var tscKHz uint64
 	for i, c := range m.cpus {
-		if err := c.SetCPUID2(vcpuCPUID(supported, i, len(m.cpus))); err != nil {
+		entries := vcpuCPUID(supported, i, len(m.cpus))
+		if i == 0 {
+			m.probeCPUID = entries
+		}
+		if err := c.SetCPUID2(entries); err != nil {
 			return err
 		}
 		if err := lm.setSregs(c.VCPU); err != nil {

@@ -81,8 +81,7 @@ func (m *Machine) hostCPUID(entries []kvm.CPUIDEntry) []kvm.CPUIDEntry {
 			}
 		}
 	}
-	m.note("host adaptation: kvm_pvm host, CPU features the emulator lacks are hidden from the guest")
-	return entries
+	return entries // verifyCPUID notes whether the masks reach the guest
 }
 
 // assist handles an emulation failure (KVM_EXIT_INTERNAL_ERROR, suberror

@@ -55,6 +55,9 @@ type Result struct {
 	Detail string `json:"detail,omitempty"`
 	// RIP is the instruction pointer of the vCPU that crashed.
 	RIP uint64 `json:"rip,omitempty"`
+	// RIPLost is set when the crashed vCPU's state was reset before it
+	// could be read (a triple fault on AMD SVM): RIP is then unknown.
+	RIPLost bool `json:"rip_lost,omitempty"`
 	// Instruction holds the bytes at RIP when they could be read.
 	Instruction []byte `json:"instruction,omitempty"`
 	// LastConsoleLine is the guest's last line of serial output.
@@ -101,7 +104,11 @@ func (r *Result) Summary() string {
 	case ReasonPanic:
 		b.WriteString("guest kernel panicked")
 	case ReasonTripleFault:
-		fmt.Fprintf(&b, "guest triple-faulted at RIP %#x", r.RIP)
+		if r.RIPLost {
+			b.WriteString("guest triple-faulted (RIP unknown)")
+		} else {
+			fmt.Fprintf(&b, "guest triple-faulted at RIP %#x", r.RIP)
+		}
 	case ReasonCrash:
 		fmt.Fprintf(&b, "guest crashed at RIP %#x", r.RIP)
 	case ReasonTimeout:

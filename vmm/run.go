@@ -79,7 +79,7 @@ func (c *vcpu) handle(reason kvm.ExitReason) bool {
 	case kvm.ExitHLT:
 		return c.halted()
 	case kvm.ExitShutdown:
-		m.finish(c.crash(ReasonTripleFault, "the guest triple-faulted (an exception it could not handle)"))
+		m.finish(c.tripleFault())
 		return false
 	case kvm.ExitSystemEvent:
 		typ, flags := c.SystemEvent()
@@ -97,7 +97,11 @@ func (c *vcpu) handle(reason kvm.ExitReason) bool {
 		if sub == kvm.InternalErrorEmulation && c.assist() {
 			return true
 		}
-		m.finish(c.crash(ReasonCrash, internalErrorText(sub, data)))
+		r := c.crash(ReasonCrash, internalErrorText(sub, data))
+		if n := insnName(r.Instruction); n != "" && sub == kvm.InternalErrorEmulation {
+			r.Detail += fmt.Sprintf(": %s at RIP %#x, which this host's emulator lacks and microvm does not assist", n, r.RIP)
+		}
+		m.finish(r)
 		return false
 	case kvm.ExitFailEntry:
 		m.finish(c.crash(ReasonCrash, fmt.Sprintf("KVM could not enter the guest (hardware entry failure reason %#x)", c.HardwareExitReason())))
@@ -132,6 +136,22 @@ func (c *vcpu) crash(reason Reason, detail string) Result {
 	}
 	r.RIP = regs.RIP
 	r.Instruction = c.instructionAt(regs.RIP)
+	return r
+}
+
+// tripleFault reports a KVM_EXIT_SHUTDOWN. On AMD SVM, KVM resets the
+// vCPU at a shutdown (the VMCB is undefined after one), so the registers
+// then read as the reset vector (CS base 0xffff0000, RIP 0xfff0) and the
+// faulting RIP is lost: the report says so instead of naming 0xfff0.
+func (c *vcpu) tripleFault() Result {
+	r := c.crash(ReasonTripleFault, "the guest triple-faulted (an exception it could not handle)")
+	if r.RIP != 0xfff0 {
+		return r
+	}
+	if s, err := c.Sregs(); err == nil && s.CS.Base == 0xffff0000 {
+		r.RIP, r.Instruction, r.RIPLost = 0, nil, true
+		r.Detail += "; KVM reset the vCPU at the shutdown (as on AMD SVM), so the faulting RIP is lost"
+	}
 	return r
 }
 

@@ -21,6 +21,7 @@ import (
 type benchFlags struct {
 	runs, warmup, parallel     int
 	paths, jsonOut, mdOut      string
+	json                       bool
 	plotOut, kernel, initrd    string
 	rootfs, workload, cacheDir string
 	libvirtURI, guest, memory  string
@@ -58,11 +59,12 @@ then how many times faster the fastest path ran than each other one. With
 second are reported too.`,
 		Example: `  microvm bench                                  # every path, 10 runs each
   microvm bench --runs 30 --paths vm,container,runc,qemu
-  microvm bench --json results.json --markdown results.md --plot startup.svg
+  microvm bench --export-json results.json --export-markdown results.md --plot startup.svg
+  microvm bench --paths vm,runc --json | jq '.paths[].exit'   # the report on stdout
   microvm bench --parallel $(nproc) --paths vm,container,runc
   microvm bench --kernel .cache/kernel/vmlinux --initrd .cache/initrd.cpio.gz
   microvm bench --list                           # the paths and what each runs`,
-		Args: noArgs,
+		Args: benchArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.bench(f) },
 	}
 	fl := cmd.Flags()
@@ -70,8 +72,9 @@ second are reported too.`,
 	fl.IntVarP(&f.warmup, "warmup", "w", 2, "warm-up launches per path, not measured")
 	fl.IntVarP(&f.parallel, "parallel", "j", 1, "launches of a path at once per round (reports launches/s)")
 	fl.StringVarP(&f.paths, "paths", "p", "", "comma-separated paths to run, in this order (default: all)")
-	fl.StringVar(&f.jsonOut, "json", "", "write the report with every sample as JSON to `FILE` (- for stdout)")
-	fl.StringVar(&f.mdOut, "markdown", "", "write Markdown tables and every sample to `FILE` (- for stdout)")
+	fl.BoolVar(&f.json, "json", false, "print the report with every sample as JSON on stdout (the text report goes to stderr)")
+	fl.StringVar(&f.jsonOut, "export-json", "", "write the report with every sample as JSON to `FILE` (- for stdout)")
+	fl.StringVar(&f.mdOut, "export-markdown", "", "write Markdown tables and every sample to `FILE` (- for stdout)")
 	fl.StringVar(&f.plotOut, "plot", "", "draw the distributions to `FILE` (.svg or .png)")
 	fl.StringVar(&f.kernel, "kernel", "", "Linux kernel (vmlinux) for the linux and libvirt paths")
 	fl.StringVar(&f.initrd, "initrd", "", "initrd for the linux and libvirt paths")
@@ -84,6 +87,7 @@ second are reported too.`,
 	fl.DurationVar(&f.timeout, "timeout", time.Minute, "limit for one launch (a launch past it is a failed sample)")
 	fl.BoolVar(&f.list, "list", false, "list the paths and exit")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "no progress bar even on a terminal")
+	markPaths(fl, "export-json", "export-markdown", "plot", "kernel", "initrd", "rootfs", "cache-dir")
 	return cmd
 }
 
@@ -122,16 +126,22 @@ func (a *app) bench(f *benchFlags) error {
 		}
 		return nil
 	}
+	if f.json {
+		if f.jsonOut != "" && f.jsonOut != "-" {
+			return usageErrorf("bench: --json prints the report on stdout and --export-json writes it to a file: give one")
+		}
+		f.jsonOut = "-"
+	}
 	if f.jsonOut == "-" && f.mdOut == "-" {
-		return usageErrorf("bench: --json - and --markdown - cannot both go to stdout")
+		return usageErrorf("bench: the JSON (--json or --export-json -) and Markdown (--export-markdown -) reports cannot both go to stdout")
 	}
 	// Open the outputs first: a bad path fails now, not after the run.
-	jsonW, closeJSON, err := a.openOutput(f.jsonOut, "--json")
+	jsonW, closeJSON, err := a.openOutput(f.jsonOut, "--export-json")
 	if err != nil {
 		return err
 	}
 	defer closeJSON()
-	mdW, closeMD, err := a.openOutput(f.mdOut, "--markdown")
+	mdW, closeMD, err := a.openOutput(f.mdOut, "--export-markdown")
 	if err != nil {
 		return err
 	}
@@ -172,12 +182,12 @@ func (a *app) bench(f *benchFlags) error {
 	}
 	if jsonW != nil {
 		if err := bench.WriteJSON(jsonW, rep); err != nil {
-			errs = append(errs, fmt.Errorf("write --json %s: %w", f.jsonOut, err))
+			errs = append(errs, fmt.Errorf("write the JSON report to %s: %w", f.jsonOut, err))
 		}
 	}
 	if mdW != nil {
 		if err := bench.WriteMarkdown(mdW, rep); err != nil {
-			errs = append(errs, fmt.Errorf("write --markdown %s: %w", f.mdOut, err))
+			errs = append(errs, fmt.Errorf("write --export-markdown %s: %w", f.mdOut, err))
 		}
 	}
 	if f.plotOut != "" {
@@ -197,6 +207,22 @@ func (a *app) bench(f *benchFlags) error {
 	return nil
 }
 
+// benchArgs rejects positional arguments, with a hint for the export
+// flags' old spelling (`--json FILE` now prints to stdout).
+func benchArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	hint := ""
+	switch ext := filepath.Ext(args[0]); ext {
+	case ".json":
+		hint = " (to write the JSON report to a file: --export-json " + args[0] + ")"
+	case ".md":
+		hint = " (to write the Markdown report to a file: --export-markdown " + args[0] + ")"
+	}
+	return usageErrorf("%s takes no arguments, got %q%s", cmd.CommandPath(), args, hint)
+}
+
 // openOutput opens an export file ("" none, "-" stdout). The returned close
 // function reports nothing; write errors surface from the writers.
 func (a *app) openOutput(path, flag string) (io.Writer, func(), error) {
@@ -213,8 +239,9 @@ func (a *app) openOutput(path, flag string) (io.Writer, func(), error) {
 	return fh, func() { fh.Close() }, nil
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+// isTerminal says whether s (a reader or writer) is a terminal.
+func isTerminal(s any) bool {
+	f, ok := s.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 

@@ -23,11 +23,15 @@ func TestBenchBadInput(t *testing.T) {
 		{"runs 0", []string{"bench", "--runs", "0"}, "--runs must be at least 1"},
 		{"negative warmup", []string{"bench", "--warmup", "-1"}, "--warmup"},
 		{"unknown path", []string{"bench", "--paths", "vm,teleport"}, `unknown path "teleport"`},
-		{"unwritable json", []string{"bench", "--paths", "vm", "--json", "/nonexistent/dir/out.json"}, "--json: cannot write /nonexistent/dir/out.json"},
-		{"unwritable markdown", []string{"bench", "--paths", "vm", "--markdown", "/proc/nope.md"}, "--markdown: cannot write"},
+		{"unwritable json", []string{"bench", "--paths", "vm", "--export-json", "/nonexistent/dir/out.json"}, "--export-json: cannot write /nonexistent/dir/out.json"},
+		{"unwritable markdown", []string{"bench", "--paths", "vm", "--export-markdown", "/proc/nope.md"}, "--export-markdown: cannot write"},
+		{"json to a file, old spelling", []string{"bench", "--json", "out.json"}, "--export-json out.json"},
+		{"export flag swallows a flag", []string{"bench", "--export-json", "--runs", "5"}, `--export-json "--runs" looks like a flag`},
+		{"json and export-json", []string{"bench", "--json", "--export-json", filepath.Join(dir, "x.json")}, "give one"},
+		{"json and markdown on stdout", []string{"bench", "--json", "--export-markdown", "-"}, "cannot both go to stdout"},
 		{"bad plot format", []string{"bench", "--paths", "vm", "--plot", filepath.Join(dir, "x.gif")}, "unknown format"},
 		{"pdf plot", []string{"bench", "--paths", "vm", "--plot", filepath.Join(dir, "x.pdf")}, `unknown format ".pdf" (use .svg or .png)`},
-		{"both on stdout", []string{"bench", "--json", "-", "--markdown", "-"}, "cannot both go to stdout"},
+		{"both on stdout", []string{"bench", "--export-json", "-", "--export-markdown", "-"}, "cannot both go to stdout"},
 		{"tiny memory", []string{"bench", "--memory", "1M"}, "below 32M"},
 		{"arguments", []string{"bench", "extra"}, "takes no arguments"},
 	} {
@@ -59,7 +63,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	j, md, svg := filepath.Join(dir, "b.json"), filepath.Join(dir, "b.md"), filepath.Join(dir, "b.svg")
 	code, out, errs := runBin(t, bin, "bench", "--runs", "2", "--warmup", "0", "--paths", "vm,container,runc,docker",
-		"--cache-dir", cacheDir(t), "--json", j, "--markdown", md, "--plot", svg)
+		"--cache-dir", cacheDir(t), "--export-json", j, "--export-markdown", md, "--plot", svg)
 	if code != 0 {
 		t.Fatalf("status %d\nstdout %s\nstderr %s", code, out, errs)
 	}

@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"github.com/microvm/microvm/images"
+	"github.com/microvm/microvm/images/multiboot"
 	"github.com/microvm/microvm/images/guests"
+	"github.com/microvm/microvm/internal/registry"
+	"github.com/microvm/microvm/sandbox"
 	"github.com/microvm/microvm/vmm"
 	"github.com/spf13/cobra"
 )
@@ -28,20 +31,24 @@ type bootFlags struct {
 	cpus     int
 	cmdline  string
 	format   string
-	timeout  time.Duration
+	timeout  timeoutFlag
 	quiet    bool
 	json     bool
 	stdin    bool
 	logLevel string
 	initrd   string
+	modules  []string // --module FILE[,cmdline], for a Multiboot kernel
 	cacheDir string
 	append   string
-	sandbox  sandboxFlags // seccomp and jail (boot_sandbox.go)
-	virtio   virtioFlags  // --disk, --net, --rng (boot_virtio.go)
+	name     string
+	stateDir string
+	sandbox  sandboxFlags   // seccomp and jail (boot_sandbox.go)
+	virtio   virtioFlags    // --disk, --net, --rng (boot_virtio.go)
+	conv     guestConvFlags // --debug-exit, --irqchip (boot_guests.go)
 }
 
 func (a *app) newBootCmd() *cobra.Command {
-	var f bootFlags
+	f := bootFlags{timeout: timeoutFlag{auto: true}}
 	cmd := &cobra.Command{
 		Use:   "boot [IMAGE]",
 		Short: "Boot a tiny guest or a Linux kernel through /dev/kvm",
@@ -76,16 +83,21 @@ error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
 	fl.IntVarP(&f.cpus, "cpus", "c", 1, "number of vCPUs")
 	fl.StringVar(&f.cmdline, "cmdline", "", "command line handed to the guest (for Linux, replaces the default)")
 	fl.StringVar(&f.append, "append", "", "text appended to the command line (for Linux, to the default one)")
-	fl.StringVar(&f.format, "format", "auto", "image `FORMAT`: auto, elf, flat, bzimage or vmlinux")
-	fl.DurationVarP(&f.timeout, "timeout", "t", 10*time.Second, "stop the VM after this long (0 = never)")
+	fl.StringVar(&f.format, "format", "auto", "image `FORMAT`: auto, elf, flat, bzimage, vmlinux or multiboot")
+	fl.StringArrayVar(&f.modules, "module", nil, "`FILE[,cmdline]` handed to a Multiboot kernel as a module (repeatable)")
+	fl.VarP(&f.timeout, "timeout", "t", "stop the VM after this `DURATION` (0 = never; auto = 10s for an embedded guest without a console, never otherwise)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "discard the guest's console output")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON on stdout (console goes to stderr)")
 	fl.BoolVar(&f.stdin, "stdin", false, "feed stdin to the guest's serial port even when it is not a terminal")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "VMM log `LEVEL`: debug, info, warn or error")
 	fl.StringVar(&f.initrd, "initrd", "", "initial ramdisk `FILE` for a Linux kernel")
 	fl.StringVar(&f.cacheDir, "kernel-cache", defaultKernelCache(), "`DIR` caching vmlinux images decompressed from bzImages (\"\" disables)")
+	fl.StringVar(&f.name, "name", "", "`NAME` of the VM in microvm ps, stop and kill (default vm-PID)")
+	addStateDirFlag(cmd, &f.stateDir)
 	addSandboxFlags(cmd, &f.sandbox)
 	addVirtioFlags(cmd, &f.virtio)
+	addGuestConvFlags(cmd, &f.conv)
+	markPaths(fl, "initrd", "kernel-cache", "jail", "disk")
 	return cmd
 }
 
@@ -138,12 +150,28 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 
 	ctx, stopSignals := notifyContext()
 	defer stopSignals()
-	if f.timeout > 0 {
+	timeout := f.timeout.resolve(len(args) == 0, !f.quiet && !f.json && (f.stdin || isTerminal(a.stdin)))
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	cfg.OnReady = readyNotifier()
+	// The VM is registered for microvm ps/stop/kill while it is built; a
+	// jailed child leaves that to its parent, which it runs under.
+	var reg *pendingRegistration
+	filtered := false // under seccomp, which lets the VMM remove no file
+	if _, jailed := os.LookupEnv(sandbox.JailEnv); !jailed {
+		reg = register(f.stateDir, f.name, registry.Entry{
+			Image: name, CPUs: cfg.CPUs, MemoryBytes: cfg.MemoryBytes, Jailed: f.sandbox.jail != "",
+		})
+		if f.sandbox.jail != "" {
+			if err := reg.wait(); err != nil {
+				return err
+			}
+		}
+		defer func() { reg.end(!filtered) }()
+	}
 	if done, err := a.sandboxStart(ctx, cmd, &cfg, &f.sandbox); done || err != nil {
 		return err
 	}
@@ -153,6 +181,15 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		status, _ = os.Open("/proc/self/status")
 	}
 	m, err := vmm.New(cfg)
+	if reg != nil {
+		// A name in use is the first thing to hear about, whatever New said.
+		if rerr := reg.wait(); rerr != nil {
+			if m != nil {
+				m.Close()
+			}
+			return rerr
+		}
+	}
 	if err != nil {
 		return withCode(newErrorCode(err), fmt.Errorf("boot %s: %w", name, err))
 	}
@@ -170,11 +207,12 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 	if err := a.sandboxLockdown(&f.sandbox); err != nil {
 		return err
 	}
+	filtered = f.sandbox.mode != sandbox.ModeOff
 	res, err := m.Run(ctx)
 	if err != nil {
 		return withCode(exitHost, err)
 	}
-	code, msg := resultCode(res, f.timeout)
+	code, msg := resultCode(res, timeout)
 	if res.Reason == vmm.ReasonStopped && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		code, msg = exitInterrupted, "interrupted"
 	}
@@ -257,9 +295,6 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	if err != nil {
 		return cfg, "", usageErrorf("--format: %v", err)
 	}
-	if f.timeout < 0 {
-		return cfg, "", usageErrorf("--timeout %v: must not be negative", f.timeout)
-	}
 	var name string
 	switch {
 	case len(args) == 1 && f.guest != "":
@@ -285,11 +320,20 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	cfg.AppendCmdline = f.append
 	cfg.CPUIDCacheDir = runtimeDir()
 	cfg.KernelCacheDir = f.cacheDir
+	for _, spec := range f.modules {
+		file, args, _ := strings.Cut(spec, ",")
+		data, err := readImage(file)
+		if err != nil {
+			return cfg, "", withCode(exitBadImage, fmt.Errorf("--module: %w", err))
+		}
+		cfg.Modules = append(cfg.Modules, multiboot.Module{Name: file, Data: data, Cmdline: args})
+	}
 	if f.initrd != "" {
 		if cfg.Initrd, err = readImage(f.initrd); err != nil {
 			return cfg, "", withCode(exitBadImage, fmt.Errorf("--initrd: %w", err))
 		}
 	}
+	f.conv.apply(&cfg)
 	if err := f.virtio.apply(&cfg); err != nil {
 		return cfg, "", err
 	}

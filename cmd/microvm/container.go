@@ -78,6 +78,7 @@ set when the command writes to fd 3 (as /bin/ready does).`,
 	fl.StringVar(&f.runtime, "runtime", "container", "container (in-process), runc, crun, podman or docker")
 	fl.StringVar(&f.stateDir, "state-dir", "", "state directory for OCI runtimes (default: a temporary one)")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON on stdout (the command's stdout goes to stderr)")
+	markPaths(fl, "rootfs", "state-dir")
 	return cmd
 }
 
@@ -214,6 +215,7 @@ the usual mount points and a minimal /etc. Running it again refreshes DIR.`,
 		},
 	}
 	cmd.Flags().StringVar(&busybox, "busybox", "", "static busybox binary (default: /bin/busybox or /usr/bin/busybox)")
+	markPaths(cmd.Flags(), "busybox")
 	return cmd
 }
 
@@ -266,6 +268,7 @@ Run it with 'runc run --bundle DIR ID' or 'crun run --bundle DIR ID'.`,
 	fl.StringVar(&memory, "memory", "", "memory limit, e.g. 64M")
 	fl.Float64Var(&cpus, "cpus", 0, "CPU limit in CPUs")
 	fl.BoolVar(&noNet, "no-net", false, "no network namespace")
+	markPaths(fl, "rootfs")
 	return cmd
 }
 

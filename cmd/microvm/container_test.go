@@ -13,11 +13,12 @@ import (
 	"github.com/microvm/microvm/images/rootfs"
 )
 
-// TestMain makes this test binary a valid container init helper too: an
+// TestMain makes this test binary a valid container init helper too (an
 // in-process `container run` re-executes /proc/self/exe, which here is the
-// test binary.
+// test binary) and a stand-in VM process.
 func TestMain(m *testing.M) {
 	container.Init()
+	runHolder() // a stand-in VM process for the ps/stop/kill tests (vms_test.go)
 	os.Exit(m.Run())
 }
 

@@ -131,6 +131,7 @@ dependencies, under --module-dir (a /lib/modules/<release> tree).`,
 	fl.BoolVar(&gz, "gzip", false, "gzip the archive even if OUT does not end in .gz")
 	fl.BoolVar(&noGzip, "no-gzip", false, "do not compress, whatever OUT is called")
 	fl.BoolVar(&asJSON, "json", false, "print what was written as JSON on stdout")
+	markPaths(fl, "output", "busybox", "add", "module", "module-dir")
 	return cmd
 }
 
@@ -224,6 +225,7 @@ vmlinux is cached there under the image's SHA-256 (a second run reads it back).`
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "cache decompressed kernels here, keyed by image SHA-256")
+	markPaths(cmd.Flags(), "cache-dir")
 	return cmd
 }
 

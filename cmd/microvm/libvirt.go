@@ -62,6 +62,7 @@ running, cannot reach libvirtd, ...), 130 interrupted.`,
 	pf.DurationVar(&f.connectTimeout, "connect-timeout", libvirt.DefaultConnectTimeout, "give up connecting after this long")
 	pf.DurationVar(&f.callTimeout, "call-timeout", libvirt.DefaultCallTimeout, "give up on any single call to libvirtd after this long")
 	pf.BoolVar(&f.json, "json", false, "print the result as JSON on stdout")
+	markPaths(pf, "hosts")
 	cmd.AddCommand(
 		a.newLibvirtListCmd(f),
 		a.newLibvirtInfoCmd(f),
@@ -534,7 +535,7 @@ stream carries no input; use virsh console to type into a guest.`,
 }
 
 func (a *app) newLibvirtBootCmd(f *libvirtFlags) *cobra.Command {
-	var spec libvirt.BootSpec
+	spec := libvirt.BootSpec{MemoryMiB: 256}
 	var detach, rm bool
 	cmd := &cobra.Command{
 		Use:   "boot KERNEL",
@@ -572,7 +573,7 @@ stops before it is ready is exit status 127 with its last console line.`,
 				return usageErrorf("--type %q: want auto, kvm or qemu", spec.VirtType)
 			}
 			if spec.MemoryMiB < 16 || spec.CPUs < 1 {
-				return usageErrorf("--memory must be at least 16 (MiB) and --cpus at least 1")
+				return usageErrorf("--memory must be at least 16M and --cpus at least 1")
 			}
 			spec.WaitExit = !detach
 			return a.withConn(cmd, f, func(ctx context.Context, c *libvirt.Conn) error {
@@ -607,7 +608,7 @@ stops before it is ready is exit status 127 with its last console line.`,
 	fl := cmd.Flags()
 	fl.StringVar(&spec.Initrd, "initrd", "", "initrd/initramfs `FILE`")
 	fl.StringVar(&spec.Cmdline, "cmdline", "quiet", "kernel arguments after \""+libvirt.BaseCmdline+"\"")
-	fl.IntVarP(&spec.MemoryMiB, "memory", "m", 256, "guest RAM in `MiB`")
+	fl.VarP((*mibFlag)(&spec.MemoryMiB), "memory", "m", "guest RAM `SIZE` (K, M, G suffixes; a bare number is MiB, as in virsh)")
 	fl.IntVar(&spec.CPUs, "cpus", 1, "number of vCPUs")
 	fl.BoolVar(&spec.Transient, "transient", false, "create a transient domain that vanishes when it stops")
 	fl.StringVar(&spec.VirtType, "type", "auto", "domain `TYPE`: auto, kvm or qemu (TCG)")

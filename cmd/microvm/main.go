@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/microvm/microvm/container"
 	"github.com/spf13/cobra"
@@ -42,6 +43,9 @@ func (a *app) run(args []string) int {
 		return int(s)
 	}
 	code := codeOf(err)
+	if code == exitHost && strings.HasPrefix(err.Error(), "unknown command ") {
+		code = exitUsage // cobra's own error for `microvm nosuch`
+	}
 	fmt.Fprintf(a.stderr, "microvm: %v\n", err)
 	if code == exitUsage {
 		fmt.Fprintf(a.stderr, "Run 'microvm --help' for usage.\n")
@@ -77,6 +81,7 @@ VMs through libvirtd.`,
 		// do not have cobra build it.
 		root.CompletionOptions.DisableDefaultCmd = true
 		root.AddCommand(a.newBootCmd())
+		guardPaths(root)
 		return root
 	}
 	root.AddCommand(
@@ -87,7 +92,11 @@ VMs through libvirtd.`,
 		a.newContainerCmd(),
 		a.newBenchCmd(),
 		a.newImageCmd(),
+		a.newPsCmd(),
+		a.newStopCmd(),
+		a.newKillCmd(),
 	)
+	guardPaths(root)
 	return root
 }
 

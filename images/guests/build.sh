@@ -14,7 +14,7 @@ CFLAGS=(-O2 -std=gnu11 -Wall -Werror -ffreestanding -fno-pic -fno-pie -fno-stack
 LDFLAGS=(-nostdlib -static -no-pie -Wl,--build-id=none -Wl,-T,"$here/src/link.ld"
 	-Wl,-z,noexecstack -Wl,-z,max-page-size=0x1000 -Wl,-s)
 cd "$here/src"
-for c in hello exit smp hostile virtio; do
+for c in hello exit smp hostile virtio cpuid; do
 	"$CC" "${CFLAGS[@]}" "${LDFLAGS[@]}" -o "$out/$c.elf" start.S "$c.c" lib.c
 done
 for s in ready; do

@@ -24,6 +24,7 @@ var descriptions = map[string]string{
 	"exit":    "exits with the status named on its cmdline (the first number in it)",
 	"smp":     "every vCPU reports its index; vCPU 0 waits for all, then exits 0",
 	"hostile": "misbehaves on purpose, as its cmdline says (mode=triple|ports|hltif|flood|range|pagetables|spin2)",
+	"cpuid":   "dumps its own CPUID (leaves 0, 1, 7.0, 0xd.0/1, 0x80000000/1) to COM1; with insns also stmxcsr/ldmxcsr/xgetbv/xsetbv; exits 0",
 	"virtio":  "drives the virtio devices in its boot info (ABI v2): disk read/write, entropy, a frame over the network; bench=N does N random 4 KiB disk reads",
 }
 

@@ -130,7 +130,9 @@ func parseELF(data []byte) (*ELFInfo, error) {
 			Filesz: le.Uint64(ph[32:]),
 			Memsz:  le.Uint64(ph[40:]),
 		}
-		if s.Offset > uint64(len(data)) || s.Filesz > uint64(len(data))-s.Offset {
+		// Only PT_LOAD and PT_NOTE bytes are read: other headers (PT_TLS,
+		// PT_GNU_STACK, PT_DYNAMIC ...) are ignored, whatever their offsets.
+		if (ptype == ptNote || ptype == ptLoad) && (s.Offset > uint64(len(data)) || s.Filesz > uint64(len(data))-s.Offset) {
 			return nil, errorf(ErrTruncated, "ELF segment %d (file bytes [0x%x, +0x%x)) runs past the end of the %d-byte file", i, s.Offset, s.Filesz, len(data))
 		}
 		switch ptype {

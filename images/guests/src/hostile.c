@@ -43,7 +43,8 @@ static u64 number_after(const char *s, u32 n, const char *word, u64 dflt) {
 
 /* Ports some device claims, or that would end the run (i8042 reset). */
 static int claimed(u32 p) {
-	return (p >= 0x3f8 && p <= 0x3ff) || p == PORT_EXIT || p == PORT_READY || (p >= 0x60 && p <= 0x64);
+	return (p >= 0x3f8 && p <= 0x3ff) || p == PORT_EXIT || p == PORT_READY || (p >= 0x60 && p <= 0x64) ||
+	       p == 0x70 || p == 0x71 || p == 0x510 || p == 0x511; /* CMOS/RTC, fw_cfg */
 }
 
 static int ports(void) {
