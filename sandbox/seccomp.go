@@ -144,6 +144,7 @@ var runLoopKVMIoctls = []struct{ name, why string }{
 	{"KVM_RUN", "enter the guest (every vCPU thread, in a loop)"},
 	{"KVM_GET_REGS", "RIP for a crash report; instruction assists read RIP"},
 	{"KVM_SET_REGS", "instruction assists step RIP past int3/fwait"},
+	{"KVM_GET_SREGS", "a triple-fault report tells a vCPU that KVM reset (AMD SVM) from one that faulted at the reset vector"},
 	{"KVM_TRANSLATE", "a crash report reads the bytes at RIP through the guest's page tables"},
 	{"KVM_GET_VCPU_EVENTS", "int3 assist: read pending events before injecting #BP"},
 	{"KVM_SET_VCPU_EVENTS", "int3 assist: inject #BP"},

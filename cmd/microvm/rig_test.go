@@ -120,6 +120,18 @@ while ! grep -q "starting a shell" /tmp/out && [ $i -lt 1200 ]; do sleep 0.1; i=
 sleep 1
 printf 'echo shell says $((6*7))\nexit 7\n' >&3
 wait`, Timeout: 3 * time.Minute},
+		// A Linux guest with the default --timeout (auto: never for Linux)
+		// outlives the old 10 s limit, is seen by ps, and stop ends it.
+		{Name: "ps-stop", Run: `microvm boot /guest/vmlinux --initrd /guest/initramfs --memory 256M --name lin --quiet --append 'microvm.cmd="sleep 600"' &
+pid=$!
+sleep 15
+microvm ps
+microvm ps --json
+microvm stop -t 20s lin
+set +e
+wait $pid
+echo "boot-status=$?"
+echo "left=$(microvm ps -q | wc -l)"`, Timeout: 3 * time.Minute},
 		// The tiny VM against kvm_floor, the least a VMM can do, in the same L1.
 		{Name: "floor", Run: "kvm_floor 200"},
 		{Name: "bench-vm", Run: "microvm bench --paths vm --runs 200 --warmup 5 --json 2>/dev/null", Timeout: 5 * time.Minute},
@@ -184,6 +196,12 @@ wait`, Timeout: 3 * time.Minute},
 	}
 	if c := get("smp"); !c.OK() || !strings.Contains(c.Output, "all 4 vcpus reported") {
 		t.Errorf("smp: %+v", c)
+	}
+
+	// ps and stop on a running Linux guest, 15 s after its start.
+	if c := get("ps-stop"); !c.OK() || !regexp.MustCompile(`(?m)^lin\s+\d+\s+/guest/vmlinux\s+1\s+256M\s+Up `).MatchString(c.Output) ||
+		!strings.Contains(c.Output, `"name": "lin"`) || !strings.Contains(c.Output, "boot-status=130") || !strings.Contains(c.Output, "left=0") {
+		t.Errorf("ps-stop: %+v", c)
 	}
 
 	// Linux with user space: the marker, the ready register, the exit status.
