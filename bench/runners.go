@@ -56,6 +56,9 @@ type Config struct {
 	LibvirtURI string
 	// QEMU is the qemu-system-x86_64 binary (default: found in PATH).
 	QEMU string
+	// DockerHost is the docker path's daemon (DOCKER_HOST), e.g. a private
+	// container.Dockerd's Host. Empty: what the docker CLI reaches.
+	DockerHost string
 }
 
 func (c *Config) guest() string {
@@ -99,6 +102,9 @@ func DefaultRunners(cfg Config) []Runner {
 		if ip, ok := rt.(container.InProcess); ok {
 			ip.Helper = cfg.Helper
 			rt = ip
+		}
+		if e, ok := rt.(*container.Engine); ok && e.Name() == "docker" {
+			e.Host = cfg.DockerHost
 		}
 		rs = append(rs, &containerRunner{rt: rt, rootfs: rf, args: wl})
 	}

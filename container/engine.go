@@ -30,6 +30,16 @@ type Engine struct {
 	// StateDir holds podman's storage and the image tar (a temporary
 	// directory when empty).
 	StateDir string
+	// Host, for docker, is the daemon address (DOCKER_HOST), e.g. a
+	// private daemon's Dockerd.Host. Empty: what the docker CLI reaches.
+	Host string
+}
+
+func (e *Engine) env() []string {
+	if e.Host == "" || e.isPodman() {
+		return nil
+	}
+	return append(os.Environ(), "DOCKER_HOST="+e.Host)
 }
 
 // Name is the binary's base name.
@@ -57,7 +67,9 @@ func (e *Engine) Available(ctx context.Context) error {
 		}
 		return nil
 	}
-	out, err := exec.CommandContext(ctx, path, "version", "--format", "{{.Server.Version}}").CombinedOutput()
+	vc := exec.CommandContext(ctx, path, "version", "--format", "{{.Server.Version}}")
+	vc.Env = e.env()
+	out, err := vc.CombinedOutput()
 	if err != nil {
 		msg := firstLine(out)
 		if i := strings.LastIndex(string(out), "Cannot connect"); i >= 0 {
@@ -77,7 +89,7 @@ func (e *Engine) Prepare(ctx context.Context, w Workload) (Launcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s is not installed", e.Binary)
 	}
-	l := &engineLauncher{name: e.Name(), bin: path, w: w, podman: e.isPodman()}
+	l := &engineLauncher{name: e.Name(), bin: path, w: w, podman: e.isPodman(), env: e.env()}
 	if l.dir, err = makeStateDir(e.StateDir, e.Name()); err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ BENCH_COUNT ?= 10
 .PHONY: bench bench-go
 
 bench: deps build
-	$(BIN) bench --cache-dir $(CACHE) $(BENCH_FLAGS)
+	$(BIN) bench --cache-dir $(CACHE) --dockerd private $(BENCH_FLAGS)
 
 bench-go: deps build
 	MICROVM_CACHE=$(CACHE) MICROVM_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -count $(BENCH_COUNT) ./bench/

@@ -2,10 +2,11 @@
 #
 #   make rootfs       build the busybox rootfs in $(CACHE)/rootfs
 #
-# The tests run real runc, crun and podman on a busybox-static rootfs.
-# (docker has no daemon on these hosts; its rows say "not available".)
+# The tests run real runc, crun, podman and docker on a busybox-static rootfs.
+# docker.io brings dockerd: the tests start a private one (container/dockerd.go);
+# scripts/apt-install.sh keeps the package from starting a system daemon.
 
-APT_PACKAGES += runc crun podman busybox-static
+APT_PACKAGES += runc crun podman busybox-static docker.io
 
 ROOTFS := $(CACHE)/rootfs
 

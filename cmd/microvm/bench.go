@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ type benchFlags struct {
 	libvirtURI, guest, memory  string
 	timeout                    time.Duration
 	list, noProgress           bool
+	dockerd                    string
 }
 
 func (a *app) newBenchCmd() *cobra.Command {
@@ -84,6 +86,7 @@ second are reported too.`,
 	fl.StringVar(&f.guest, "guest", "ready", "embedded tiny guest of the VM paths")
 	fl.StringVar(&f.memory, "memory", "128M", "RAM of the tiny-guest VMs (vm, qemu)")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "where built artefacts are kept (default $MICROVM_CACHE or ~/.cache/microvm)")
+	fl.StringVar(&f.dockerd, "dockerd", "", "docker path's daemon: empty uses what the docker CLI reaches; private starts one for the run and stops it at the end")
 	fl.DurationVar(&f.timeout, "timeout", time.Minute, "limit for one launch (a launch past it is a failed sample)")
 	fl.BoolVar(&f.list, "list", false, "list the paths and exit")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "no progress bar even on a terminal")
@@ -115,6 +118,21 @@ func (a *app) bench(f *benchFlags) error {
 	}
 	if exe, err := os.Executable(); err == nil {
 		cfg.MicrovmBin = exe
+	}
+	switch f.dockerd {
+	case "":
+	case "private":
+		if !f.list && (f.paths == "" || slices.Contains(strings.Split(f.paths, ","), "docker")) {
+			d, err := startBenchDockerd(cfg.CacheDir)
+			if err != nil {
+				fmt.Fprintf(a.stderr, "bench: --dockerd private: %v\n", err)
+			} else {
+				defer d.Stop()
+				cfg.DockerHost = d.Host()
+			}
+		}
+	default:
+		return usageErrorf("bench: --dockerd: want empty or private, not %q", f.dockerd)
 	}
 	runners, err := bench.SelectRunners(bench.DefaultRunners(cfg), f.paths)
 	if err != nil {
@@ -264,4 +282,18 @@ func parseBenchMemory(s string) (uint64, error) {
 		return 0, fmt.Errorf("%s is below 32M (the QEMU path's stub sits at 16 MiB)", s)
 	}
 	return uint64(n), nil
+}
+
+// startBenchDockerd starts a private dockerd under cacheDir/dockerd (or a
+// short temporary directory when that path is too long for a socket).
+func startBenchDockerd(cacheDir string) (*container.Dockerd, error) {
+	dir := filepath.Join(cacheDir, "dockerd")
+	if abs, err := filepath.Abs(dir); err != nil || len(abs) > 80 {
+		if dir, err = os.MkdirTemp("", "mvdk-"); err != nil {
+			return nil, err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return container.StartDockerd(ctx, dir)
 }

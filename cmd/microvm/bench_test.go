@@ -72,12 +72,12 @@ func TestBenchEndToEnd(t *testing.T) {
 	} else {
 		f.Close()
 	}
-	code, out, errs := runBin(t, bin, "bench", "--runs", "2", "--warmup", "0", "--paths", first+",container,runc,docker",
+	code, out, errs := runBin(t, bin, "bench", "--runs", "2", "--warmup", "0", "--paths", first+",container,runc,docker", "--dockerd", "private",
 		"--cache-dir", cacheDir(t), "--export-json", j, "--export-markdown", md, "--plot", svg)
 	if code != 0 {
 		t.Fatalf("status %d\nstdout %s\nstderr %s", code, out, errs)
 	}
-	for _, want := range []string{"Time (mean ± σ)", "Range (min … max)", "Summary (launch→exit)", "times faster than", "not available"} {
+	for _, want := range []string{"Time (mean ± σ)", "Range (min … max)", "Summary (launch→exit)", "times faster than"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
@@ -93,6 +93,10 @@ func TestBenchEndToEnd(t *testing.T) {
 	b, _ := os.ReadFile(j)
 	if err := json.Unmarshal(b, &rep); err != nil || len(rep.Paths) != 4 || len(rep.Paths[0].Samples) != 2 {
 		t.Errorf("json export: %v %+v", err, rep)
+	}
+	// docker runs against the private dockerd bench started (and stopped).
+	if len(rep.Paths) == 4 && (!rep.Paths[3].Available || len(rep.Paths[3].Samples) != 2 || rep.Paths[3].Failed != 0) {
+		t.Errorf("docker path through the private dockerd: %+v\n%s", rep.Paths[3], errs)
 	}
 	if b, _ := os.ReadFile(md); !strings.Contains(string(b), "| `runc` |") {
 		t.Errorf("markdown export lacks runc:\n%s", b)
