@@ -14,12 +14,12 @@ type Format int
 
 // Formats microvm knows.
 const (
-	FormatUnknown Format = iota
-	FormatELF            // tiny-guest ELF64 (ABI v1)
-	FormatFlat           // flat binary entered at FlatLoadAddr
-	FormatBzImage        // Linux bzImage
-	FormatVmlinux        // Linux vmlinux ELF
-	FormatMultiboot      // Multiboot v1 kernel (ELF or a.out kludge)
+	FormatUnknown   Format = iota
+	FormatELF              // tiny-guest ELF64 (ABI v1)
+	FormatFlat             // flat binary entered at FlatLoadAddr
+	FormatBzImage          // Linux bzImage
+	FormatVmlinux          // Linux vmlinux ELF
+	FormatMultiboot        // Multiboot v1 kernel (ELF or a.out kludge)
 )
 
 var formatNames = []string{"unknown", "elf", "flat", "bzimage", "vmlinux", "multiboot"}

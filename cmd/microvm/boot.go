@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/microvm/microvm/images"
-	"github.com/microvm/microvm/images/multiboot"
 	"github.com/microvm/microvm/images/guests"
+	"github.com/microvm/microvm/images/multiboot"
 	"github.com/microvm/microvm/internal/registry"
 	"github.com/microvm/microvm/sandbox"
 	"github.com/microvm/microvm/vmm"
