@@ -34,8 +34,12 @@ $(BIN): FORCE
 
 FORCE:
 
+# run boots the hello guest through this host's /dev/kvm; on a host without
+# one (a kvm_pvm guest itself), inside the nested-KVM rig (docs/rig.md).
 run: build
-	$(BIN) boot
+	@if [ -e /dev/kvm ]; then $(BIN) boot; else \
+		echo "make run: this host has no /dev/kvm; booting the embedded guest inside the nested-KVM rig (QEMU TCG, emulated AMD-V; docs/rig.md)" >&2; \
+		$(MAKE) --no-print-directory rig-shell RIG_CMD="microvm boot"; fi
 
 # images rebuilds the embedded tiny guests from images/guests/src (commit
 # the result: `go build` embeds images/guests/bin).
