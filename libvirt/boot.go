@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"libvirt.org/go/libvirtxml"
 )
 
 // DefaultReadyMarker is the console line a guest prints when its workload
@@ -192,123 +192,82 @@ func shortErr(err error) string {
 // hostCPUFeatures reads the feature names of <host><cpu> in a capabilities
 // document.
 func hostCPUFeatures(capsXML string) (map[string]bool, error) {
-	var caps struct {
-		Host struct {
-			CPU struct {
-				Features []struct {
-					Name string `xml:"name,attr"`
-				} `xml:"feature"`
-			} `xml:"cpu"`
-		} `xml:"host"`
-	}
-	if err := xml.Unmarshal([]byte(capsXML), &caps); err != nil {
+	var caps libvirtxml.Caps
+	if err := caps.Unmarshal(capsXML); err != nil {
 		return nil, fmt.Errorf("capabilities XML: %w", err)
 	}
 	m := make(map[string]bool)
-	for _, f := range caps.Host.CPU.Features {
-		m[f.Name] = true
+	if cpu := caps.Host.CPU; cpu != nil {
+		for _, f := range cpu.FeatureFlags {
+			m[f.Name] = true
+		}
 	}
 	return m, nil
-}
-
-// domainXML is the subset of libvirt's domain format BootKernel writes.
-type domainXML struct {
-	XMLName     xml.Name `xml:"domain"`
-	Type        string   `xml:"type,attr"`
-	Name        string   `xml:"name"`
-	Description string   `xml:"description,omitempty"`
-	Memory      struct {
-		Unit  string `xml:"unit,attr"`
-		Value int    `xml:",chardata"`
-	} `xml:"memory"`
-	VCPU int `xml:"vcpu"`
-	OS   struct {
-		Type struct {
-			Arch    string `xml:"arch,attr"`
-			Machine string `xml:"machine,attr,omitempty"`
-			Value   string `xml:",chardata"`
-		} `xml:"type"`
-		Kernel  string `xml:"kernel"`
-		Initrd  string `xml:"initrd,omitempty"`
-		Cmdline string `xml:"cmdline"`
-	} `xml:"os"`
-	Features struct {
-		ACPI struct{} `xml:"acpi"`
-	} `xml:"features"`
-	OnPoweroff string `xml:"on_poweroff"`
-	OnReboot   string `xml:"on_reboot"`
-	OnCrash    string `xml:"on_crash"`
-	Devices    struct {
-		Controllers []struct {
-			Type  string `xml:"type,attr"`
-			Model string `xml:"model,attr"`
-		} `xml:"controller"`
-		Serial struct {
-			Type string `xml:"type,attr"`
-			Log  struct {
-				File   string `xml:"file,attr"`
-				Append string `xml:"append,attr"`
-			} `xml:"log"`
-			Target struct {
-				Port int `xml:"port,attr"`
-			} `xml:"target"`
-		} `xml:"serial"`
-		Console struct {
-			Type   string `xml:"type,attr"`
-			Target struct {
-				Type string `xml:"type,attr"`
-				Port int    `xml:"port,attr"`
-			} `xml:"target"`
-		} `xml:"console"`
-		Memballoon struct {
-			Model string `xml:"model,attr"`
-		} `xml:"memballoon"`
-	} `xml:"devices"`
 }
 
 // DomainXML returns the domain description BootKernel would boot for spec
 // (defaults applied, VirtType already decided).
 func DomainXML(spec BootSpec) (string, error) {
-	if spec.Name == "" || spec.Kernel == "" || spec.ConsoleLog == "" {
-		return "", errors.New("domain XML: name, kernel and console log are required")
+	d, err := bootDomain(spec)
+	if err != nil {
+		return "", err
 	}
-	var d domainXML
-	d.Type = spec.VirtType
-	if d.Type == VirtAuto {
-		d.Type = VirtTCG
-	}
-	if d.Type != VirtKVM && d.Type != VirtTCG {
-		return "", fmt.Errorf("domain XML: virtualization type %q (want %q or %q)", spec.VirtType, VirtKVM, VirtTCG)
-	}
-	d.Name = spec.Name
-	d.Description = "booted by microvm libvirt boot"
-	d.Memory.Unit = "MiB"
-	d.Memory.Value = spec.MemoryMiB
-	d.VCPU = spec.CPUs
-	d.OS.Type.Arch = "x86_64"
-	d.OS.Type.Machine = spec.Machine
-	d.OS.Type.Value = "hvm"
-	d.OS.Kernel = spec.Kernel
-	d.OS.Initrd = spec.Initrd
-	d.OS.Cmdline = strings.TrimSpace(BaseCmdline + " " + spec.Cmdline)
-	d.OnPoweroff, d.OnReboot, d.OnCrash = "destroy", "destroy", "destroy"
-	d.Devices.Controllers = append(d.Devices.Controllers, struct {
-		Type  string `xml:"type,attr"`
-		Model string `xml:"model,attr"`
-	}{"usb", "none"})
-	// A pty console (so that virDomainOpenConsole works, also remotely)
-	// whose output QEMU also writes to the log file.
-	d.Devices.Serial.Type = "pty"
-	d.Devices.Serial.Log.File = spec.ConsoleLog
-	d.Devices.Serial.Log.Append = "off"
-	d.Devices.Console.Type = "pty"
-	d.Devices.Console.Target.Type = "serial"
-	d.Devices.Memballoon.Model = "none"
-	out, err := xml.MarshalIndent(&d, "", "  ")
+	out, err := d.Marshal()
 	if err != nil {
 		return "", fmt.Errorf("domain XML: %w", err)
 	}
-	return string(out) + "\n", nil
+	return out + "\n", nil
+}
+
+// bootDomain is the domain DomainXML describes: direct kernel boot, no
+// disk, no network, the first serial port logged to spec.ConsoleLog.
+func bootDomain(spec BootSpec) (*libvirtxml.Domain, error) {
+	if spec.Name == "" || spec.Kernel == "" || spec.ConsoleLog == "" {
+		return nil, errors.New("domain XML: name, kernel and console log are required")
+	}
+	virt := spec.VirtType
+	if virt == VirtAuto {
+		virt = VirtTCG
+	}
+	if virt != VirtKVM && virt != VirtTCG {
+		return nil, fmt.Errorf("domain XML: virtualization type %q (want %q or %q)", spec.VirtType, VirtKVM, VirtTCG)
+	}
+	if spec.MemoryMiB < 0 || spec.CPUs < 0 {
+		return nil, fmt.Errorf("domain XML: bad size: %d MiB, %d CPUs", spec.MemoryMiB, spec.CPUs)
+	}
+	port := uint(0)
+	return &libvirtxml.Domain{
+		Type:        virt,
+		Name:        spec.Name,
+		Description: "booted by microvm libvirt boot",
+		Memory:      &libvirtxml.DomainMemory{Value: uint(spec.MemoryMiB), Unit: "MiB"},
+		VCPU:        &libvirtxml.DomainVCPU{Value: uint(spec.CPUs)},
+		OS: &libvirtxml.DomainOS{
+			Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Machine: spec.Machine, Type: "hvm"},
+			Kernel:  spec.Kernel,
+			Initrd:  spec.Initrd,
+			Cmdline: strings.Join(append(strings.Fields(BaseCmdline), strings.Fields(spec.Cmdline)...), " "),
+		},
+		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
+		OnPoweroff: "destroy",
+		OnReboot:   "destroy",
+		OnCrash:    "destroy",
+		Devices: &libvirtxml.DomainDeviceList{
+			Controllers: []libvirtxml.DomainController{{Type: "usb", Model: "none"}},
+			// A pty console (so that virDomainOpenConsole works, also
+			// remotely) whose output QEMU also writes to the log file.
+			Serials: []libvirtxml.DomainSerial{{
+				Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+				Log:    &libvirtxml.DomainChardevLog{File: spec.ConsoleLog, Append: "off"},
+				Target: &libvirtxml.DomainSerialTarget{Port: &port},
+			}},
+			Consoles: []libvirtxml.DomainConsole{{
+				Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+				Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port},
+			}},
+			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
+		},
+	}, nil
 }
 
 // withDefaults fills the zero fields of spec for connection c.

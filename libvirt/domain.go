@@ -2,7 +2,6 @@ package libvirt
 
 import (
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"libvirt.org/go/libvirtxml"
 )
 
 // ErrExists is wrapped when defining a domain whose name is already taken.
@@ -261,10 +261,8 @@ type DefineOptions struct {
 // Define makes a persistent domain from its XML description. It does not
 // start it.
 func (c *Conn) Define(ctx context.Context, domainXML string, opts DefineOptions) (Domain, error) {
-	var head struct {
-		Name string `xml:"name"`
-	}
-	if err := xml.Unmarshal([]byte(domainXML), &head); err != nil {
+	var head libvirtxml.Domain
+	if err := head.Unmarshal(domainXML); err != nil {
 		return Domain{}, &Error{Op: "define domain", URI: c.uri.String(), Err: fmt.Errorf("domain XML: %w", err)}
 	}
 	if !opts.Update && head.Name != "" {

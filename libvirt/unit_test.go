@@ -3,12 +3,16 @@ package libvirt
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"libvirt.org/go/libvirtxml"
 )
 
 func TestStateWords(t *testing.T) {
@@ -332,18 +336,23 @@ func TestDomainXML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d domainXML
-	if err := xml.Unmarshal([]byte(s), &d); err != nil {
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(s); err != nil {
 		t.Fatalf("generated XML does not parse: %v\n%s", err, s)
 	}
-	if d.Type != "qemu" || d.Name != "vm<&>" || d.VCPU != 2 || d.Memory.Value != 256 || d.Memory.Unit != "MiB" {
+	if d.Type != "qemu" || d.Name != "vm<&>" || d.VCPU == nil || d.VCPU.Value != 2 ||
+		d.Memory == nil || d.Memory.Value != 256 || d.Memory.Unit != "MiB" {
 		t.Errorf("round trip: %+v", d)
 	}
-	if d.OS.Kernel != "/k/vmlinuz" || d.OS.Initrd != "/k/initrd" || d.OS.Cmdline != BaseCmdline+" quiet x='1'" {
+	if d.OS == nil || d.OS.Kernel != "/k/vmlinuz" || d.OS.Initrd != "/k/initrd" || d.OS.Cmdline != BaseCmdline+" quiet x='1'" {
 		t.Errorf("os: %+v", d.OS)
 	}
-	if d.Devices.Serial.Type != "pty" || d.Devices.Serial.Log.File != "/tmp/c.log" || d.Devices.Serial.Log.Append != "off" {
-		t.Errorf("serial: %+v", d.Devices.Serial)
+	if d.Devices == nil || len(d.Devices.Serials) != 1 {
+		t.Fatalf("devices: %+v", d.Devices)
+	}
+	if ser := d.Devices.Serials[0]; ser.Source == nil || ser.Source.Pty == nil || ser.Log == nil ||
+		ser.Log.File != "/tmp/c.log" || ser.Log.Append != "off" {
+		t.Errorf("serial: %+v", ser)
 	}
 	if d.OnPoweroff != "destroy" || d.OnReboot != "destroy" || d.OnCrash != "destroy" {
 		t.Errorf("lifecycle actions: %s %s %s", d.OnPoweroff, d.OnReboot, d.OnCrash)
@@ -352,10 +361,142 @@ func TestDomainXML(t *testing.T) {
 		{Name: "x", Kernel: "/k", ConsoleLog: "/c", VirtType: "xen"},
 		{Name: "", Kernel: "/k", ConsoleLog: "/c"},
 		{Name: "x", Kernel: "", ConsoleLog: "/c"},
+		{Name: "x", Kernel: "/k", ConsoleLog: "", VirtType: VirtKVM},
+		{Name: "x", Kernel: "/k", ConsoleLog: "/c", MemoryMiB: -1},
 	} {
 		if _, err := DomainXML(bad); err == nil {
 			t.Errorf("DomainXML(%+v) did not fail", bad)
 		}
+	}
+}
+
+// TestDomainXMLFields parses the XML DomainXML writes back with libvirtxml,
+// checks every field BootKernel depends on, and validates the document
+// against libvirt's own RELAX NG schema with virt-xml-validate.
+func TestDomainXMLFields(t *testing.T) {
+	validate, verr := exec.LookPath("virt-xml-validate")
+	if verr == nil {
+		if _, err := exec.LookPath("xmllint"); err != nil {
+			verr = err
+		}
+	}
+	tests := []struct {
+		name string
+		spec BootSpec
+		// want: domain type, machine attribute, cmdline.
+		virt, machine, cmdline string
+	}{
+		{
+			name: "tcg with initrd",
+			spec: BootSpec{Name: "vm1", Kernel: "/boot/vmlinuz", Initrd: "/boot/initrd.img", Cmdline: "quiet",
+				MemoryMiB: 256, CPUs: 2, VirtType: VirtTCG, ConsoleLog: "/tmp/vm1.console.log"},
+			virt: "qemu", cmdline: "console=ttyS0 panic=-1 quiet",
+		},
+		{
+			name: "kvm without initrd, machine type",
+			spec: BootSpec{Name: "microvm-0a1b2c3d", Kernel: "/k/bzImage", MemoryMiB: 64, CPUs: 1,
+				VirtType: VirtKVM, Machine: "pc-q35-7.2", ConsoleLog: "/var/log/libvirt/qemu/x.console.log"},
+			virt: "kvm", machine: "pc-q35-7.2", cmdline: "console=ttyS0 panic=-1",
+		},
+		{
+			name: "auto is TCG, cmdline spaces trimmed",
+			spec: BootSpec{Name: "a b", Kernel: "/k", MemoryMiB: 4096, CPUs: 255, ConsoleLog: "/c.log",
+				Cmdline: "  init=/bin/sh  "},
+			virt: "qemu", cmdline: "console=ttyS0 panic=-1 init=/bin/sh",
+		},
+		{
+			name: "characters XML escapes",
+			spec: BootSpec{Name: "vm<&>'\"", Kernel: "/k/a&b", Initrd: "/k/<i>", MemoryMiB: 16, CPUs: 3,
+				VirtType: VirtTCG, ConsoleLog: "/tmp/\"log\"", Cmdline: `x="<1>" y='&'`},
+			virt: "qemu", cmdline: `console=ttyS0 panic=-1 x="<1>" y='&'`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := DomainXML(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d libvirtxml.Domain
+			if err := d.Unmarshal(s); err != nil {
+				t.Fatalf("libvirtxml cannot parse the generated XML: %v\n%s", err, s)
+			}
+			check := func(what string, got, want any) {
+				t.Helper()
+				if got != want {
+					t.Errorf("%s = %v, want %v", what, got, want)
+				}
+			}
+			check("type", d.Type, tc.virt)
+			check("name", d.Name, tc.spec.Name)
+			check("description", d.Description, "booted by microvm libvirt boot")
+			if d.Memory == nil || d.VCPU == nil || d.OS == nil || d.OS.Type == nil || d.Features == nil || d.Devices == nil {
+				t.Fatalf("missing element in\n%s", s)
+			}
+			check("memory", d.Memory.Value, uint(tc.spec.MemoryMiB))
+			check("memory unit", d.Memory.Unit, "MiB")
+			check("vcpu", d.VCPU.Value, uint(tc.spec.CPUs))
+			check("os type", d.OS.Type.Type, "hvm")
+			check("arch", d.OS.Type.Arch, "x86_64")
+			check("machine", d.OS.Type.Machine, tc.machine)
+			check("kernel", d.OS.Kernel, tc.spec.Kernel)
+			check("initrd", d.OS.Initrd, tc.spec.Initrd)
+			check("cmdline", d.OS.Cmdline, tc.cmdline)
+			check("acpi", d.Features.ACPI != nil, true)
+			check("on_poweroff", d.OnPoweroff, "destroy")
+			check("on_reboot", d.OnReboot, "destroy")
+			check("on_crash", d.OnCrash, "destroy")
+			dev := d.Devices
+			check("disks", len(dev.Disks), 0)
+			check("interfaces", len(dev.Interfaces), 0)
+			if len(dev.Controllers) != 1 || dev.Controllers[0].Type != "usb" || dev.Controllers[0].Model != "none" {
+				t.Errorf("controllers = %+v, want one usb controller of model none", dev.Controllers)
+			}
+			if dev.MemBalloon == nil || dev.MemBalloon.Model != "none" {
+				t.Errorf("memballoon = %+v, want model none", dev.MemBalloon)
+			}
+			if len(dev.Serials) != 1 || len(dev.Consoles) != 1 {
+				t.Fatalf("%d serials, %d consoles, want 1 each", len(dev.Serials), len(dev.Consoles))
+			}
+			ser, con := dev.Serials[0], dev.Consoles[0]
+			check("serial is pty", ser.Source != nil && ser.Source.Pty != nil, true)
+			if ser.Log == nil || ser.Log.File != tc.spec.ConsoleLog || ser.Log.Append != "off" {
+				t.Errorf("serial log = %+v, want file %q, append off", ser.Log, tc.spec.ConsoleLog)
+			}
+			check("serial port 0", ser.Target != nil && ser.Target.Port != nil && *ser.Target.Port == 0, true)
+			check("console is pty", con.Source != nil && con.Source.Pty != nil, true)
+			check("console target", con.Target != nil && con.Target.Type == "serial" && con.Target.Port != nil && *con.Target.Port == 0, true)
+			check("console log", con.Log == nil, true)
+
+			// Marshalling what was parsed gives the same document.
+			again, err := d.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			check("re-marshalled XML", again+"\n", s)
+
+			t.Run("schema", func(t *testing.T) {
+				if verr != nil {
+					t.Skipf("SKIP (needs virt-xml-validate and xmllint; Debian: apt-get install libvirt-clients libxml2-utils): %v", verr)
+				}
+				f := filepath.Join(t.TempDir(), "domain.xml")
+				if err := os.WriteFile(f, []byte(s), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command(validate, f, "domain").CombinedOutput(); err != nil {
+					t.Errorf("virt-xml-validate: %v\n%s\n%s", err, out, s)
+				}
+				// The check can fail: the same document with an element the
+				// schema does not know is rejected.
+				bad := strings.Replace(s, "<memballoon", "<nosuchdevice/>\n    <memballoon", 1)
+				if err := os.WriteFile(f, []byte(bad), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command(validate, f, "domain").CombinedOutput(); err == nil {
+					t.Errorf("virt-xml-validate accepted an unknown device:\n%s", out)
+				}
+			})
+		})
 	}
 }
 

@@ -15,10 +15,12 @@
 # mk/kernel.mk) under TCG with a busybox-static initrd built by the tests.
 # The TLS test gives a private daemon a TLS listener with certificates it
 # generates; the SSH test starts a private OpenSSH sshd (openssh-server) on a
-# loopback port in front of a private daemon's socket.
+# loopback port in front of a private daemon's socket. virt-xml-validate
+# (libvirt-clients, with xmllint from libxml2-utils) checks the generated
+# domain XML against libvirt's own schema.
 
 APT_PACKAGES += libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-	qemu-system-x86 busybox-static util-linux openssh-server
+	qemu-system-x86 busybox-static util-linux openssh-server libxml2-utils
 
 LIBVIRT_BENCH_FLAGS ?= -benchtime 5x
 LIBVIRT_SANDBOX     ?= $(CACHE)/libvirt-sandbox
