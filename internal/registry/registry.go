@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -42,15 +41,31 @@ var (
 	ErrBadName = errors.New("bad VM name")
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
 // ValidName checks a VM name: 1-63 letters, digits, '_', '.' or '-',
-// starting with a letter or digit (docker's rule, shorter).
+// starting with a letter or digit (docker's rule, shorter). A loop rather
+// than a regexp: compiling `{0,62}` at package init cost every microvm
+// process 1.4 ms (GODEBUG=inittrace=1), on the boot path too.
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("%w %q: want 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", ErrBadName, name)
 	}
 	return nil
+}
+
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Dir is a state directory.
