@@ -95,6 +95,16 @@ func DefaultRunners(cfg Config) []Runner {
 			}
 			return []string{cfg.MicrovmBin, "boot", "--guest", cfg.guest(), "--quiet"}, nil
 		}},
+		&procRunner{name: "vm-lean", desc: fmt.Sprintf("`microvm-vmm --guest %s --quiet` (the lean VMM binary) as a whole process", cfg.guest()), setup: func(ctx context.Context) ([]string, error) {
+			lean, err := leanBinary(cfg.MicrovmBin)
+			if err != nil {
+				return nil, err
+			}
+			if err := needKVM(); err != nil {
+				return nil, err
+			}
+			return []string{lean, "--guest", cfg.guest(), "--quiet"}, nil
+		}},
 		floorRunner("kvm-floor", "kvm_floor.c: the least a VMM can do (C, 2 MiB, 13-byte guest), whole process", cfg.CacheDir, buildKVMFloor),
 		floorRunner("go-floor", "bench/gofloor: kvm_floor.c's work in Go (syscall package only), whole process", cfg.CacheDir, buildGoFloor),
 	}
@@ -129,6 +139,23 @@ func DefaultRunners(cfg Config) []Runner {
 		newLibvirtRunner(&cfg),
 	)
 	return rs
+}
+
+// leanBinary finds microvm-vmm, the lean VMM binary (cmd/microvm-vmm):
+// $MICROVM_VMM_BIN, else beside the microvm binary (make build puts both
+// in bin/).
+func leanBinary(microvm string) (string, error) {
+	if p := os.Getenv("MICROVM_VMM_BIN"); p != "" {
+		return p, nil
+	}
+	if microvm == "" {
+		return "", errors.New("the lean VMM binary is not known (set MICROVM_VMM_BIN, or MICROVM_BIN with microvm-vmm beside it)")
+	}
+	p := filepath.Join(filepath.Dir(microvm), "microvm-vmm")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no lean VMM binary beside %s (make build makes bin/microvm-vmm; or set MICROVM_VMM_BIN): %w", microvm, err)
+	}
+	return p, nil
 }
 
 // Names lists the names of runners.

@@ -22,6 +22,19 @@ import (
 
 const cpuidCacheMagic = "microvm-cpuid-1\n"
 
+// RuntimeDir is the per-user directory for state that lives as long as
+// the boot (Config.CPUIDCacheDir's usual value): $XDG_RUNTIME_DIR/microvm,
+// /run/microvm for root, else $TMPDIR/microvm-UID.
+func RuntimeDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "microvm")
+	}
+	if os.Geteuid() == 0 {
+		return "/run/microvm"
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("microvm-%d", os.Geteuid()))
+}
+
 // cpuidCacheKey identifies this host's KVM: boot id and the device's ctime.
 func cpuidCacheKey(device string) (string, bool) {
 	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")

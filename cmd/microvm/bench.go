@@ -41,6 +41,8 @@ func (a *app) newBenchCmd() *cobra.Command {
 
   vm         the tiny "ready" guest on microvm's VMM, in this process
   vm-proc    microvm boot --guest ready --quiet, as a whole process
+  vm-lean    microvm-vmm --guest ready --quiet: the lean VMM binary, whole
+             process (bin/microvm-vmm beside microvm, or $MICROVM_VMM_BIN)
   kvm-floor  kvm_floor.c, the least a VMM can do (whole process)
   go-floor   the same work in Go, syscall package only: the least a Go VMM
              can do (built with go build; needs the Go toolchain)

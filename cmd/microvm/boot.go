@@ -396,15 +396,7 @@ func notifyContext() (context.Context, context.CancelFunc) {
 // runtimeDir is where per-boot state (the CPUID cache) lives:
 // $XDG_RUNTIME_DIR/microvm, /run/microvm for root, else a per-user
 // directory under the system's temporary directory.
-func runtimeDir() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "microvm")
-	}
-	if os.Geteuid() == 0 {
-		return "/run/microvm"
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("microvm-%d", os.Geteuid()))
-}
+func runtimeDir() string { return vmm.RuntimeDir() }
 
 // defaultKernelCache is where decompressed kernels are cached:
 // $MICROVM_CACHE/kernels, else the user cache directory's microvm/kernels.

@@ -16,7 +16,7 @@ import (
 )
 
 // kvmPackages are the packages whose tests use /dev/kvm.
-var kvmPackages = []string{"kvm", "vmm", "cmd/microvm", "bench", "bench/qemuguest"}
+var kvmPackages = []string{"kvm", "vmm", "cmd/microvm", "cmd/microvm-vmm", "bench", "bench/qemuguest"}
 
 // hostOnly are the tests that need what L1 lacks — a root file system that
 // can be pivoted from (L1 runs from its initramfs), container runtimes —
