@@ -6,7 +6,7 @@
 // container engines: Go runs every linked package's initialiser at start,
 // whether the command uses it or not (docs/lean.md has the measured cost).
 //
-//	microvm-vmm [--guest NAME] [--memory MiB] [--cpus N] [--cmdline S] [--timeout D] [--quiet] [IMAGE]
+//	microvm-vmm [--guest NAME] [--memory MiB] [--cpus N] [--cmdline S] [--irqchip] [--timeout D] [--quiet] [IMAGE]
 //
 // It offers what a per-request VM needs and no more: no registration for
 // `microvm ps`, no seccomp jail, no virtio devices, no Linux kernels (their
@@ -54,9 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cpus := fs.Int("cpus", 1, "vCPUs")
 	timeout := fs.Duration("timeout", 10*time.Second, "end the VM after this long (0: never)")
 	cmdline := fs.String("cmdline", "", "the guest's command line (tiny-guest ABI boot info)")
+	irqchip := fs.Bool("irqchip", false, "give the guest KVM's in-kernel irqchip (hlt then idles in KVM)")
 	quiet := fs.Bool("quiet", false, "discard the guest's console output")
 	fs.Usage = func() {
-		say(stderr, "usage: microvm-vmm [--guest NAME] [--memory MiB] [--cpus N] [--cmdline S] [--timeout D] [--quiet] [IMAGE]\n"+
+		say(stderr, "usage: microvm-vmm [--guest NAME] [--memory MiB] [--cpus N] [--cmdline S] [--irqchip] [--timeout D] [--quiet] [IMAGE]\n"+
 			"The lean VMM process: boots one tiny guest and exits with its status.\n\n")
 		fs.PrintDefaults()
 	}
@@ -75,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *cpus < 1 || *cpus > 64 {
 		return fail(stderr, exitUsage, "--cpus "+strconv.Itoa(*cpus)+": want 1 to 64")
 	}
-	cfg := vmm.Config{MemoryBytes: *memMiB << 20, CPUs: *cpus, Cmdline: *cmdline, CPUIDCacheDir: vmm.RuntimeDir()}
+	cfg := vmm.Config{MemoryBytes: *memMiB << 20, CPUs: *cpus, Cmdline: *cmdline, IRQChip: *irqchip, CPUIDCacheDir: vmm.RuntimeDir()}
 	var err error
 	if fs.NArg() == 1 {
 		if cfg.Image, err = os.ReadFile(fs.Arg(0)); err != nil {

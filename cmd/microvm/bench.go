@@ -29,6 +29,7 @@ type benchFlags struct {
 	timeout                    time.Duration
 	list, noProgress           bool
 	dockerd                    string
+	density                    int
 }
 
 func (a *app) newBenchCmd() *cobra.Command {
@@ -60,16 +61,30 @@ that fails is counted and shown as failed, never averaged in.
 Output is like hyperfine's: per path Time (mean ± σ) and Range (min … max),
 then how many times faster the fastest path ran than each other one. With
 --parallel N, N launches of a path run at once per round and launches per
-second are reported too.`,
+second are reported too.
+
+With --density N, bench measures memory instead of time: per path it starts
+N instances at once, keeps them all up (an idle tiny guest: the exit guest
+with hold and --irqchip; a Linux guest whose init runs sleep; busybox sleep
+in a container), and reports the PSS of every process the path started,
+summed and per instance (/proc/PID/smaps_rollup: shared pages split among
+those that map them). Density paths: vm-proc, vm-lean, linux (--kernel),
+container, runc, crun.`,
 		Example: `  microvm bench                                  # every path, 10 runs each
   microvm bench --runs 30 --paths vm,container,runc,qemu
   microvm bench --export-json results.json --export-markdown results.md --plot startup.svg
   microvm bench --paths vm,runc --json | jq '.paths[].exit'   # the report on stdout
   microvm bench --parallel $(nproc) --paths vm,container,runc
   microvm bench --kernel .cache/kernel/vmlinux --initrd .cache/initrd.cpio.gz
-  microvm bench --list                           # the paths and what each runs`,
+  microvm bench --list                           # the paths and what each runs
+  microvm bench --density 10 --paths vm-lean,vm-proc,runc   # memory per instance, 10 up at once`,
 		Args: benchArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.bench(f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("density") && f.density == 0 {
+				return usageErrorf("bench: --density 0: want 1 to 1000 instances")
+			}
+			return a.bench(f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.IntVarP(&f.runs, "runs", "r", 10, "measured launches per path")
@@ -91,6 +106,7 @@ second are reported too.`,
 	fl.StringVar(&f.dockerd, "dockerd", "", "docker path's daemon: empty uses what the docker CLI reaches; private starts one for the run and stops it at the end")
 	fl.DurationVar(&f.timeout, "timeout", time.Minute, "limit for one launch (a launch past it is a failed sample)")
 	fl.BoolVar(&f.list, "list", false, "list the paths and exit")
+	fl.IntVar(&f.density, "density", 0, "measure memory: start `N` instances of each path at once and report PSS per instance")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "no progress bar even on a terminal")
 	markPaths(fl, "export-json", "export-markdown", "plot", "kernel", "initrd", "rootfs", "cache-dir")
 	return cmd
@@ -135,6 +151,9 @@ func (a *app) bench(f *benchFlags) error {
 		}
 	default:
 		return usageErrorf("bench: --dockerd: want empty or private, not %q", f.dockerd)
+	}
+	if f.density != 0 {
+		return a.benchDensity(f, cfg)
 	}
 	runners, err := bench.SelectRunners(bench.DefaultRunners(cfg), f.paths)
 	if err != nil {
@@ -219,6 +238,64 @@ func (a *app) bench(f *benchFlags) error {
 	}
 	if runErr != nil && ctx.Err() != nil {
 		fmt.Fprintln(a.stderr, "microvm: bench interrupted; every container and VM it started was removed")
+		return silentExit(exitInterrupted)
+	}
+	if err := errors.Join(append(errs, runErr)...); err != nil {
+		return withCode(exitHost, err)
+	}
+	return nil
+}
+
+// benchDensity is bench --density N.
+func (a *app) benchDensity(f *benchFlags, cfg bench.Config) error {
+	if f.density < 1 || f.density > 1000 {
+		return usageErrorf("bench: --density %d: want 1 to 1000 instances", f.density)
+	}
+	if f.mdOut != "" || f.plotOut != "" {
+		return usageErrorf("bench: --density reports a table and JSON (--json, --export-json); --export-markdown and --plot are for timings")
+	}
+	paths, err := bench.SelectDensityPaths(bench.DensityPaths(cfg), f.paths)
+	if err != nil {
+		return usageErrorf("bench: %v", err)
+	}
+	if f.list {
+		for _, p := range paths {
+			fmt.Fprintf(a.stdout, "%-10s %s\n", p.Name, p.Desc)
+		}
+		return nil
+	}
+	if f.json {
+		if f.jsonOut != "" && f.jsonOut != "-" {
+			return usageErrorf("bench: --json prints the report on stdout and --export-json writes it to a file: give one")
+		}
+		f.jsonOut = "-"
+	}
+	jsonW, closeJSON, err := a.openOutput(f.jsonOut, "--export-json")
+	if err != nil {
+		return err
+	}
+	defer closeJSON()
+	text := a.stdout
+	if f.jsonOut == "-" {
+		text = a.stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, runErr := bench.Density(ctx, paths, f.density, f.timeout)
+	if rep == nil {
+		return withCode(exitUsage, runErr)
+	}
+	var errs []error
+	if err := bench.WriteDensityText(text, rep); err != nil {
+		errs = append(errs, fmt.Errorf("write report: %w", err))
+	}
+	if jsonW != nil {
+		if err := bench.WriteDensityJSON(jsonW, rep); err != nil {
+			errs = append(errs, fmt.Errorf("write the JSON report to %s: %w", f.jsonOut, err))
+		}
+	}
+	if runErr != nil && ctx.Err() != nil {
+		fmt.Fprintln(a.stderr, "microvm: bench interrupted; every container and VM it started was stopped")
 		return silentExit(exitInterrupted)
 	}
 	if err := errors.Join(append(errs, runErr)...); err != nil {

@@ -21,7 +21,7 @@ const Default = "hello"
 var descriptions = map[string]string{
 	"hello":   "prints a greeting and the boot info it got (cpus, memory, cmdline); exits 0",
 	"ready":   "writes the ready port, then exits 0: the benchmark guest (two VM exits)",
-	"exit":    "exits with the status named on its cmdline (the first number in it)",
+	"exit":    "exits with the status named on its cmdline (the first number in it); with hold: writes ready, then idles (with --irqchip) until stopped",
 	"smp":     "every vCPU reports its index; vCPU 0 waits for all, then exits 0",
 	"hostile": "misbehaves on purpose, as its cmdline says (mode=triple|ports|hltif|flood|range|pagetables|spin2)",
 	"cpuid":   "dumps its own CPUID (leaves 0, 1, 7.0, 0xd.0/1, 0x80000000/1) to COM1; with insns also stmxcsr/ldmxcsr/xgetbv/xsetbv; exits 0",
