@@ -370,16 +370,22 @@ func (rep *Report) Path(name string) *PathResult {
 // all), keeping the order of the list. Unknown names are an error that
 // lists the known ones.
 func SelectRunners(all []Runner, list string) ([]Runner, error) {
+	return selectByName(all, func(r Runner) string { return r.Name() }, list)
+}
+
+// selectByName is SelectRunners for any kind of path: duplicates and
+// blanks in list are dropped, an unknown name is an error.
+func selectByName[T any](all []T, name func(T) string, list string) ([]T, error) {
 	if strings.TrimSpace(list) == "" {
 		return all, nil
 	}
-	byName := map[string]Runner{}
+	byName := map[string]T{}
 	var names []string
 	for _, r := range all {
-		byName[r.Name()] = r
-		names = append(names, r.Name())
+		byName[name(r)] = r
+		names = append(names, name(r))
 	}
-	var out []Runner
+	var out []T
 	seen := map[string]bool{}
 	for _, n := range strings.Split(list, ",") {
 		n = strings.TrimSpace(n)

@@ -322,29 +322,9 @@ func DensityPaths(cfg Config) []DensityPath {
 }
 
 // SelectDensityPaths picks paths by a comma-separated list of names ("":
-// all), in the list's order.
+// all), in the list's order, as SelectRunners does.
 func SelectDensityPaths(all []DensityPath, list string) ([]DensityPath, error) {
-	if list == "" {
-		return all, nil
-	}
-	var out []DensityPath
-	for _, name := range strings.Split(list, ",") {
-		found := false
-		for _, p := range all {
-			if p.Name == name {
-				out = append(out, p)
-				found = true
-			}
-		}
-		if !found {
-			var names []string
-			for _, p := range all {
-				names = append(names, p.Name)
-			}
-			return nil, fmt.Errorf("no density path %q (density paths: %s)", name, strings.Join(names, ", "))
-		}
-	}
-	return out, nil
+	return selectByName(all, func(p DensityPath) string { return p.Name }, list)
 }
 
 // procDensity holds instances that are processes writing a byte on fd 3

@@ -256,7 +256,7 @@ func (a *app) benchDensity(f *benchFlags, cfg bench.Config) error {
 	}
 	paths, err := bench.SelectDensityPaths(bench.DensityPaths(cfg), f.paths)
 	if err != nil {
-		return usageErrorf("bench: %v", err)
+		return usageErrorf("%v", err)
 	}
 	if f.list {
 		for _, p := range paths {

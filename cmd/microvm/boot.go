@@ -318,7 +318,7 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	}
 	cfg.MemoryBytes, cfg.CPUs, cfg.Cmdline, cfg.Format = mem, f.cpus, f.cmdline, format
 	cfg.AppendCmdline = f.append
-	cfg.CPUIDCacheDir = runtimeDir()
+	cfg.CPUIDCacheDir = vmm.RuntimeDir()
 	cfg.KernelCacheDir = f.cacheDir
 	for _, spec := range f.modules {
 		file, args, _ := strings.Cut(spec, ",")
@@ -392,11 +392,6 @@ func notifyContext() (context.Context, context.CancelFunc) {
 	}()
 	return ctx, cancel
 }
-
-// runtimeDir is where per-boot state (the CPUID cache) lives:
-// $XDG_RUNTIME_DIR/microvm, /run/microvm for root, else a per-user
-// directory under the system's temporary directory.
-func runtimeDir() string { return vmm.RuntimeDir() }
 
 // defaultKernelCache is where decompressed kernels are cached:
 // $MICROVM_CACHE/kernels, else the user cache directory's microvm/kernels.

@@ -26,7 +26,7 @@ func defaultStateDir() string {
 	if d := os.Getenv(stateDirEnv); d != "" {
 		return d
 	}
-	return filepath.Join(runtimeDir(), "vms")
+	return filepath.Join(vmm.RuntimeDir(), "vms")
 }
 
 // addStateDirFlag registers --state-dir on a command.
