@@ -165,11 +165,8 @@ func (a *app) bench(f *benchFlags) error {
 		}
 		return nil
 	}
-	if f.json {
-		if f.jsonOut != "" && f.jsonOut != "-" {
-			return usageErrorf("bench: --json prints the report on stdout and --export-json writes it to a file: give one")
-		}
-		f.jsonOut = "-"
+	if err := f.resolveJSON(); err != nil {
+		return err
 	}
 	if f.jsonOut == "-" && f.mdOut == "-" {
 		return usageErrorf("bench: the JSON (--json or --export-json -) and Markdown (--export-markdown -) reports cannot both go to stdout")
@@ -246,6 +243,19 @@ func (a *app) bench(f *benchFlags) error {
 	return nil
 }
 
+// resolveJSON folds --json into --export-json - (the report on stdout);
+// both with a file is a usage error.
+func (f *benchFlags) resolveJSON() error {
+	if !f.json {
+		return nil
+	}
+	if f.jsonOut != "" && f.jsonOut != "-" {
+		return usageErrorf("bench: --json prints the report on stdout and --export-json writes it to a file: give one")
+	}
+	f.jsonOut = "-"
+	return nil
+}
+
 // benchDensity is bench --density N.
 func (a *app) benchDensity(f *benchFlags, cfg bench.Config) error {
 	if f.density < 1 || f.density > 1000 {
@@ -264,11 +274,8 @@ func (a *app) benchDensity(f *benchFlags, cfg bench.Config) error {
 		}
 		return nil
 	}
-	if f.json {
-		if f.jsonOut != "" && f.jsonOut != "-" {
-			return usageErrorf("bench: --json prints the report on stdout and --export-json writes it to a file: give one")
-		}
-		f.jsonOut = "-"
+	if err := f.resolveJSON(); err != nil {
+		return err
 	}
 	jsonW, closeJSON, err := a.openOutput(f.jsonOut, "--export-json")
 	if err != nil {
