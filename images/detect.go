@@ -20,9 +20,10 @@ const (
 	FormatBzImage          // Linux bzImage
 	FormatVmlinux          // Linux vmlinux ELF
 	FormatMultiboot        // Multiboot v1 kernel (ELF or a.out kludge)
+	FormatPVH              // ELF kernel entered through the Xen PVH 32-bit entry
 )
 
-var formatNames = []string{"unknown", "elf", "flat", "bzimage", "vmlinux", "multiboot"}
+var formatNames = []string{"unknown", "elf", "flat", "bzimage", "vmlinux", "multiboot", "pvh"}
 
 // String returns the format's name as the --format flag spells it.
 func (f Format) String() string {
@@ -47,8 +48,10 @@ func ParseFormat(s string) (Format, error) {
 		return FormatVmlinux, nil
 	case "multiboot":
 		return FormatMultiboot, nil
+	case "pvh":
+		return FormatPVH, nil
 	}
-	return FormatUnknown, fmt.Errorf("unknown image format %q (want auto, elf, flat, bzimage, vmlinux or multiboot)", s)
+	return FormatUnknown, fmt.Errorf("unknown image format %q (want auto, elf, flat, bzimage, vmlinux, multiboot or pvh)", s)
 }
 
 // ErrBadImage wraps every error about the contents of an image, so callers
@@ -69,6 +72,16 @@ func Detect(data []byte) (Format, error) {
 	case IsBzImage(data):
 		return FormatBzImage, nil
 	case bytes.HasPrefix(data, []byte(elf.ELFMAG)):
+		// A Linux vmlinux keeps its 64-bit Linux path even when built
+		// with CONFIG_PVH (--format pvh takes the PVH entry); any other
+		// ELF with a Xen PHYS32_ENTRY note is PVH, ahead of Multiboot, as
+		// QEMU's -kernel decides.
+		if IsLinuxELF(data) {
+			return FormatVmlinux, nil
+		}
+		if HasPVHNote(data) {
+			return FormatPVH, nil
+		}
 		if IsVmlinux(data) {
 			return FormatVmlinux, nil
 		}
@@ -123,6 +136,57 @@ func HasMultibootHeader(data []byte) bool {
 	for off := 0; off+12 <= min(len(data), 8192); off += 4 {
 		if le.Uint32(data[off:]) == magic && magic+le.Uint32(data[off+4:])+le.Uint32(data[off+8:]) == 0 {
 			return true
+		}
+	}
+	return false
+}
+
+// IsLinuxELF reports whether data is a Linux kernel ELF by Linux's own
+// marks: an x86-64 ELF64 whose entry lies in the kernel's virtual range or
+// which carries a "Linux" ELF note. (IsVmlinux also counts Xen notes.)
+func IsLinuxELF(data []byte) bool {
+	f, err := ParseELF64(data)
+	if err != nil {
+		return false
+	}
+	if f.Entry >= kernelVirtBase {
+		return true
+	}
+	for _, n := range f.Notes() {
+		if n.Name == "Linux" {
+			return true
+		}
+	}
+	return false
+}
+
+// HasPVHNote reports whether data is an ELF (32- or 64-bit) with a PT_NOTE
+// holding a "Xen" note of type XEN_ELFNOTE_PHYS32_ENTRY (18): a kernel with
+// a PVH entry point. Package images/pvh parses and checks the note.
+func HasPVHNote(data []byte) bool {
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return false
+	}
+	le := binary.LittleEndian
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE || p.Off > uint64(len(data)) || p.Filesz > uint64(len(data))-p.Off {
+			continue
+		}
+		b := data[p.Off : p.Off+p.Filesz]
+		for len(b) >= 12 {
+			namesz, descsz := uint64(le.Uint32(b)), uint64(le.Uint32(b[4:]))
+			step := 12 + (namesz+3)&^3 + (descsz+3)&^3
+			if 12+namesz > uint64(len(b)) {
+				break
+			}
+			if string(bytes.TrimRight(b[12:12+namesz], "\x00")) == "Xen" && le.Uint32(b[8:]) == 18 {
+				return true
+			}
+			if step > uint64(len(b)) {
+				break
+			}
+			b = b[step:]
 		}
 	}
 	return false

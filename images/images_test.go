@@ -126,6 +126,13 @@ func TestDetect(t *testing.T) {
 	note := []byte{4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0, 'X', 'e', 'n', 0, 1, 2, 3, 4}
 	pvh := mkELF(elf.ET_EXEC, 0x1000000, seg{paddr: 0x1000000, flags: elf.PF_R | elf.PF_X, data: code},
 		seg{ptype: elf.PT_NOTE, data: note})
+	// A Linux note keeps a PVH-capable vmlinux on the Linux path; a Xen
+	// note other than PHYS32_ENTRY (type 18) is not PVH.
+	linuxNote := []byte{6, 0, 0, 0, 1, 0, 0, 0, 6, 0, 0, 0, 'L', 'i', 'n', 'u', 'x', 0, 0, 0, 0, 0, 0, 0}
+	linuxPVH := mkELF(elf.ET_EXEC, 0x1000000, seg{paddr: 0x1000000, flags: elf.PF_R | elf.PF_X, data: code},
+		seg{ptype: elf.PT_NOTE, data: append(append([]byte{}, linuxNote...), note...)})
+	xenOnly := mkELF(elf.ET_EXEC, 0x1000000, seg{paddr: 0x1000000, flags: elf.PF_R | elf.PF_X, data: code},
+		seg{ptype: elf.PT_NOTE, data: []byte{4, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 'X', 'e', 'n', 0, 1, 2, 3, 4}})
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -137,7 +144,9 @@ func TestDetect(t *testing.T) {
 		{"bzimage", bz, FormatBzImage, ""},
 		{"tiny elf", tiny, FormatELF, ""},
 		{"vmlinux by entry", vmlinux, FormatVmlinux, ""},
-		{"vmlinux by xen note", pvh, FormatVmlinux, ""},
+		{"pvh by xen phys32 note", pvh, FormatPVH, ""},
+		{"vmlinux with a pvh note", linuxPVH, FormatVmlinux, ""},
+		{"vmlinux by xen note", xenOnly, FormatVmlinux, ""},
 		{"multiboot a.out", mbHeader(0x10002, 0), FormatMultiboot, ""},
 		{"multiboot elf", mkELF(elf.ET_EXEC, 0x100000, seg{paddr: 0x100000, flags: elf.PF_R | elf.PF_X, data: mbHeader(2, 0)}), FormatMultiboot, ""},
 		{"multiboot bad checksum", mbHeader(0x10002, 1), FormatUnknown, "unrecognised image format"},

@@ -94,6 +94,7 @@ func (m *Machine) build() (err error) {
 		}
 	}
 	m.linux = format == images.FormatBzImage || format == images.FormatVmlinux
+	pvhGuest := format == images.FormatPVH // vmm/pvh.go
 	m.host = cfg.Host
 	if m.host == "" {
 		m.host = DetectHost()
@@ -127,7 +128,7 @@ func (m *Machine) build() (err error) {
 	// A tiny guest asks for the irqchip (Config.IRQChip) to bring up its
 	// own APs: with an in-kernel local APIC, KVM holds every vCPU but 0 in
 	// KVM_MP_STATE_UNINITIALIZED until the guest's INIT/SIPI.
-	if m.linux || cfg.IRQChip {
+	if m.linux || pvhGuest || cfg.IRQChip {
 		if err = m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
 			return err
 		}
@@ -161,6 +162,9 @@ func (m *Machine) build() (err error) {
 	}
 	if format == images.FormatMultiboot {
 		return m.bootMultiboot() // vmm/multiboot.go
+	}
+	if pvhGuest {
+		return m.bootPVH() // vmm/pvh.go
 	}
 	return m.loadTiny(format)
 }

@@ -56,11 +56,17 @@ func Load(ctx context.Context, mem images.Memory, cfg Config) (*Boot, error) {
 	if err != nil {
 		return nil, err
 	}
-	vmlinux, dinfo, err := Decompress(ctx, k, cfg.CacheDir)
-	if err != nil {
-		return nil, err
+	var lr *LoadResult
+	var dinfo *DecompressInfo
+	if k.NoPayload {
+		lr, err = LoadProtected(mem, k) // protected.go
+	} else {
+		var vmlinux []byte
+		if vmlinux, dinfo, err = Decompress(ctx, k, cfg.CacheDir); err != nil {
+			return nil, err
+		}
+		lr, err = LoadELF(mem, vmlinux)
 	}
-	lr, err := LoadELF(mem, vmlinux)
 	if err != nil {
 		return nil, err
 	}

@@ -201,8 +201,13 @@ func parseBzImage(data []byte) (*Kernel, error) {
 	if h.Loadflags&LoadedHigh == 0 {
 		return nil, errorf(ErrBadImage, "bzImage is not LOADED_HIGH (a zImage): cannot boot it")
 	}
+	if h.PayloadLength == 0 && h.PayloadOffset == 0 && h.Version >= 0x020c {
+		// No payload at all (memtest86+'s bzImage): the protected-mode
+		// code is the whole kernel, entered at its 64-bit entry (protected.go).
+		return &Kernel{Format: FormatBzImage, Header: h, Data: data, Protected: data[pmStart:], NoPayload: true}, nil
+	}
 	if h.PayloadLength == 0 {
-		return nil, errorf(ErrBadImage, "bzImage (protocol %s) declares no payload (payload_length 0)", h.ProtocolString())
+		return nil, errorf(ErrBadImage, "bzImage (protocol %s) declares no payload (payload_length 0) but a payload_offset 0x%x: a damaged image (a kernel without a payload has both 0 and protocol 2.12+)", h.ProtocolString(), h.PayloadOffset)
 	}
 	pOff := uint64(pmStart) + uint64(h.PayloadOffset)
 	pEnd := pOff + uint64(h.PayloadLength)

@@ -45,6 +45,9 @@ func Decompress(ctx context.Context, k *Kernel, cacheDir string) ([]byte, *Decom
 	if k.Format == FormatELF {
 		return k.Data, &DecompressInfo{Compression: CompressionNone, CompressedSize: len(k.Data), Size: len(k.Data)}, nil
 	}
+	if k.NoPayload {
+		return nil, nil, errorf(ErrBadImage, "bzImage declares no payload: there is no vmlinux inside; its protected-mode code is the kernel (Load places it with LoadProtected)")
+	}
 	info := &DecompressInfo{Compression: k.Compression, CompressedSize: len(k.Payload)}
 	if k.Compression == CompressionNone {
 		// An uncompressed ELF payload: nothing to decompress or cache.

@@ -56,6 +56,11 @@ type Kernel struct {
 	Payload []byte
 	// Compression is the payload's format, detected by magic number.
 	Compression Compression
+	// NoPayload marks a bzImage that declares no payload (payload_offset
+	// and payload_length 0, protocol 2.12+, XLF_KERNEL_64), such as
+	// memtest86+: its protected-mode code is the kernel itself, placed at
+	// code32_start and entered at its 64-bit entry (LoadProtected).
+	NoPayload bool
 
 	// ELF describes a bare vmlinux; nil for a bzImage until decompressed.
 	ELF *ELFInfo

@@ -68,6 +68,15 @@ func TestRigPackageTests(t *testing.T) {
 	if a.GuestInitramfs != "" {
 		env = append(env, "MICROVM_INITRAMFS=/guest/initramfs.cpio.gz")
 	}
+	// Debian's third-party guests (`make guests`, vmm/thirdparty_test.go).
+	for _, g := range []struct{ env, l1 string }{
+		{"MICROVM_MEMTEST", "/guest/memtest86+x64.bin"}, {"MICROVM_GRUB_INVADERS", "/guest/invaders.exec"},
+	} {
+		if host := os.Getenv(g.env); host != "" {
+			cfg.Files[g.l1] = host
+			env = append(env, g.env+"="+g.l1)
+		}
+	}
 	bin := t.TempDir()
 	for _, pkg := range kvmPackages {
 		name := strings.ReplaceAll(pkg, "/", "_") + ".test"
