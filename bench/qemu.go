@@ -25,17 +25,32 @@ import (
 // VMM does from the host. Its ready write reaches fd 3 (the benchmark's
 // ready pipe) through the debugcon device, its exit write ends QEMU with
 // status (v<<1)|1. `-cpu host` alone aborts on kvm_pvm hosts (MSR 0x10a).
+//
+// With multiboot set (path qemu-multiboot) the same guest and stub come in
+// an ELF32 Multiboot kernel (qemuguest.WrapMultiboot), booted through
+// QEMU's Multiboot loader: the twin of path vm-multiboot.
 type qemuRunner struct {
-	cfg  *Config
-	argv []string
-	dir  string
+	cfg       *Config
+	multiboot bool
+	argv      []string
+	dir       string
 }
 
-func newQEMURunner(cfg *Config) *qemuRunner { return &qemuRunner{cfg: cfg} }
+func newQEMURunner(cfg *Config, multiboot bool) *qemuRunner {
+	return &qemuRunner{cfg: cfg, multiboot: multiboot}
+}
 
-func (r *qemuRunner) Name() string { return "qemu" }
+func (r *qemuRunner) Name() string {
+	if r.multiboot {
+		return "qemu-multiboot"
+	}
+	return "qemu"
+}
 
 func (r *qemuRunner) Describe() string {
+	if r.multiboot {
+		return fmt.Sprintf("`qemu-system-x86_64 -M microvm -accel kvm -kernel` booting the %q guest as a Multiboot kernel (ELF32, stub), whole process", r.cfg.guest())
+	}
 	return fmt.Sprintf("`qemu-system-x86_64 -M microvm -accel kvm` booting the same %q guest (PVH stub), whole process", r.cfg.guest())
 }
 
@@ -56,14 +71,18 @@ func (r *qemuRunner) Setup(ctx context.Context) error {
 		return err
 	}
 	mem := r.cfg.memory()
-	img, err := qemuguest.Wrap(g, mem, "")
+	wrap := qemuguest.Wrap
+	if r.multiboot {
+		wrap = qemuguest.WrapMultiboot
+	}
+	img, err := wrap(g, mem, "")
 	if err != nil {
 		return err
 	}
 	if r.dir, err = os.MkdirTemp("", "microvm-qemu-"); err != nil {
 		return err
 	}
-	kernel := filepath.Join(r.dir, r.cfg.guest()+"-pvh.elf")
+	kernel := filepath.Join(r.dir, r.cfg.guest()+"-"+r.Name()+".elf")
 	if err := os.WriteFile(kernel, img, 0o644); err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microvm/microvm/bench/qemuguest"
 	"github.com/microvm/microvm/container"
 	"github.com/microvm/microvm/images/guests"
 	"github.com/microvm/microvm/images/rootfs"
@@ -118,7 +119,7 @@ func DefaultRunners(cfg Config) []Runner {
 		}
 		rs = append(rs, &containerRunner{rt: rt, rootfs: rf, args: wl})
 	}
-	rs = append(rs, newQEMURunner(&cfg))
+	rs = append(rs, newQEMURunner(&cfg, false), newQEMURunner(&cfg, true), multibootRunner(&cfg))
 	rs = append(rs,
 		&procRunner{name: "linux", desc: "`microvm boot KERNEL --initrd INITRD` (Linux microVM) as a whole process", setup: func(ctx context.Context) ([]string, error) {
 			if cfg.Kernel == "" {
@@ -275,6 +276,40 @@ func (r *procRunner) Launch(ctx context.Context) (Sample, error) {
 }
 
 func (r *procRunner) Close() error { return nil }
+
+// multibootRunner is path vm-multiboot: `microvm boot` of the tiny guest
+// wrapped as a Multiboot kernel (qemuguest.WrapMultiboot), the very image
+// path qemu-multiboot hands QEMU, written to the cache by content.
+func multibootRunner(cfg *Config) Runner {
+	return &procRunner{name: "vm-multiboot", desc: fmt.Sprintf("`microvm boot GUEST-multiboot.elf --quiet`: the %q guest as a Multiboot kernel (ELF32, stub), whole process", cfg.guest()), setup: func(ctx context.Context) ([]string, error) {
+		if cfg.MicrovmBin == "" {
+			return nil, errors.New("the microvm binary is not known (set MICROVM_BIN)")
+		}
+		if cfg.CacheDir == "" {
+			return nil, errors.New("needs a cache directory for the Multiboot image")
+		}
+		if err := needKVM(); err != nil {
+			return nil, err
+		}
+		g, err := guests.Get(cfg.guest())
+		if err != nil {
+			return nil, err
+		}
+		img, err := qemuguest.WrapMultiboot(g, cfg.memory(), "")
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(img)
+		path := filepath.Join(cfg.CacheDir, "multiboot", cfg.guest()+"-"+hex.EncodeToString(sum[:6])+".elf")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, img, 0o644); err != nil {
+			return nil, err
+		}
+		return []string{cfg.MicrovmBin, "boot", path, "--quiet", "--memory", fmt.Sprintf("%dM", cfg.memory()>>20)}, nil
+	}}
+}
 
 // launchProcess runs argv once with a ready pipe on fd 3 and the extra
 // environment env, and judges the exit status with check.

@@ -222,3 +222,31 @@ func (s *Serial) Write(offset uint64, data []byte) {
 		s.trigger()
 	}
 }
+
+// SerialState is a UART's guest-visible state, for snapshots: its
+// registers, a THRE interrupt not yet acknowledged and received bytes the
+// guest has not read.
+type SerialState struct {
+	IER, LCR, MCR, SCR, DLL, DLM, FCR byte
+	THREPending                       bool
+	RX                                []byte `json:",omitempty"`
+}
+
+// State returns the UART's state.
+func (s *Serial) State() SerialState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SerialState{IER: s.ier, LCR: s.lcr, MCR: s.mcr, SCR: s.scr, DLL: s.dll, DLM: s.dlm, FCR: s.fcr,
+		THREPending: s.thrEmptyPending, RX: append([]byte(nil), s.in...)}
+}
+
+// SetState replaces the UART's state (at most 4 KiB of received bytes
+// are kept). It raises no interrupt: the interrupt controller's own
+// restored state holds any that was pending.
+func (s *Serial) SetState(st SerialState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ier, s.lcr, s.mcr, s.scr, s.dll, s.dlm, s.fcr = st.IER, st.LCR, st.MCR, st.SCR, st.DLL, st.DLM, st.FCR
+	s.thrEmptyPending = st.THREPending
+	s.in = append(s.in[:0], st.RX[:min(len(st.RX), s.inCap)]...)
+}

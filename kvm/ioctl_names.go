@@ -41,6 +41,19 @@ var ioctlNames = map[string]uintptr{
 	"KVM_SET_LAPIC":              kvmSetLAPIC,
 	"KVM_SET_GSI_ROUTING":        kvmSetGSIRouting,
 	"KVM_IRQ_LINE_STATUS":        kvmIRQLineStatus,
+	"KVM_GET_XSAVE":              kvmGetXSave,
+	"KVM_SET_XSAVE":              kvmSetXSave,
+	"KVM_GET_XSAVE2":             kvmGetXSave2,
+	"KVM_GET_XCRS":               kvmGetXCRs,
+	"KVM_SET_XCRS":               kvmSetXCRs,
+	"KVM_GET_DEBUGREGS":          kvmGetDebugRegs,
+	"KVM_SET_DEBUGREGS":          kvmSetDebugRegs,
+	"KVM_GET_IRQCHIP":            kvmGetIRQChip,
+	"KVM_SET_IRQCHIP":            kvmSetIRQChip,
+	"KVM_GET_PIT2":               kvmGetPIT2,
+	"KVM_SET_PIT2":               kvmSetPIT2,
+	"KVM_GET_CLOCK":              kvmGetClock,
+	"KVM_SET_CLOCK":              kvmSetClock,
 }
 
 // IoctlNumber returns the request number of the KVM ioctl named as in

@@ -306,9 +306,20 @@ func (c *VCPU) SetMSRs(entries []MSREntry) error {
 		return fmt.Errorf("KVM_SET_MSRS: %w", err)
 	}
 	if n != len(entries) {
-		return fmt.Errorf("KVM_SET_MSRS: MSR %#x refused (%d of %d set)", entries[n].Index, n, len(entries))
+		return &MSRRefusedError{Index: entries[n].Index, Set: n, Total: len(entries)}
 	}
 	return nil
+}
+
+// MSRRefusedError is SetMSRs' error when KVM set only the first Set of
+// Total entries: it refused the MSR Index (KVM_SET_MSRS stops there).
+type MSRRefusedError struct {
+	Index      uint32
+	Set, Total int
+}
+
+func (e *MSRRefusedError) Error() string {
+	return fmt.Sprintf("KVM_SET_MSRS: MSR %#x refused (%d of %d set)", e.Index, e.Set, e.Total)
 }
 
 // MSRs reads the MSRs named by indices with KVM_GET_MSRS.

@@ -74,6 +74,11 @@ type Config struct {
 	// DebugExit adds QEMU's isa-debug-exit at port 0xf4: a write of v
 	// ends the VM with status (v<<1)|1 (devices.DebugExit).
 	DebugExit bool
+	// PauseAtReady stops the machine at the guest's ready write (port
+	// 0x502 or its MMIO twin): Run returns ReasonPaused with every vCPU
+	// out of the guest, and Machine.Snapshot can then save it
+	// (docs/snapshot.md).
+	PauseAtReady bool
 	// IRQChip gives a tiny guest the in-kernel irqchip (PIC, IOAPIC and a
 	// local APIC per vCPU, as Linux guests always get): vCPUs other than
 	// 0 then wait for INIT/SIPI from the guest instead of starting at the
@@ -83,6 +88,9 @@ type Config struct {
 	// linuxCPUID gives a tiny guest the CPUID a Linux guest gets (the
 	// host's masks); the cpuid probe (cpuidprobe.go) uses it.
 	linuxCPUID bool
+	// restore, set by Restore, builds the machine around a snapshot's
+	// state instead of booting an image.
+	restore *snapshotSource
 }
 
 // ConfigError is a problem with a Config: the caller asked for something
@@ -97,6 +105,9 @@ func configErrorf(format string, args ...any) error {
 
 // withDefaults fills zero fields and checks the rest.
 func (c Config) withDefaults() (Config, error) {
+	if c.restore != nil && c.PauseAtReady {
+		return c, configErrorf("a restored machine has passed its ready write: it cannot pause at it")
+	}
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemory
 	}

@@ -35,11 +35,12 @@ const (
 
 // KernelInfo describes the Linux kernel a machine booted.
 type KernelInfo struct {
-	// Format is "bzimage" or "vmlinux".
+	// Format is "bzimage", "vmlinux", "pvh" or "multiboot".
 	Format string `json:"format"`
 	// Version is the bzImage's version string, when it has one.
 	Version string `json:"version,omitempty"`
-	// Entry is the 64-bit entry point used.
+	// Entry is the entry point used (64-bit for Linux, 32-bit for PVH
+	// and Multiboot).
 	Entry uint64 `json:"entry"`
 	// Cmdline is the command line the kernel got.
 	Cmdline string `json:"cmdline"`
@@ -97,7 +98,7 @@ func (m *Machine) bootLinux() error {
 	m.verifyCPUID() // vmm/cpuidprobe.go
 	lm := longMode{gdtBase: linuxGDTAddr, gdtLimit: limit, codeSel: linux.BootCS, dataSel: linux.BootDS, cr3: linuxPML4Addr}
 	for i, c := range m.cpus {
-		if err := c.SetCPUID2(vcpuCPUID(supported, i, len(m.cpus))); err != nil {
+		if err := c.setCPUID(vcpuCPUID(supported, i, len(m.cpus))); err != nil {
 			return err
 		}
 		if err := setLINT(c.VCPU); err != nil {

@@ -88,12 +88,18 @@ func New(cfg Config) (*Machine, error) {
 func (m *Machine) build() (err error) {
 	cfg := m.cfg
 	format := cfg.Format
-	if format == images.FormatUnknown {
+	if cfg.restore != nil {
+		// Restore (vmm/snapshot_machine.go): the snapshot's memory and
+		// state replace a boot; no image is read.
+		m.linux, format = cfg.restore.state.Linux, images.FormatUnknown
+	} else if format == images.FormatUnknown {
 		if format, err = images.Detect(cfg.Image); err != nil {
 			return err
 		}
 	}
-	m.linux = format == images.FormatBzImage || format == images.FormatVmlinux
+	if cfg.restore == nil {
+		m.linux = format == images.FormatBzImage || format == images.FormatVmlinux
+	}
 	pvhGuest := format == images.FormatPVH // vmm/pvh.go
 	m.host = cfg.Host
 	if m.host == "" {
@@ -156,6 +162,9 @@ func (m *Machine) build() (err error) {
 			return err
 		}
 		m.cpus = append(m.cpus, &vcpu{VCPU: c, m: m})
+	}
+	if cfg.restore != nil {
+		return m.restore(cfg.restore) // vmm/snapshot_machine.go
 	}
 	if m.linux {
 		return m.bootLinux()
@@ -278,7 +287,7 @@ func (m *Machine) loadTiny(format images.Format) error {
 		if i == 0 {
 			m.probeCPUID = entries
 		}
-		if err := c.SetCPUID2(entries); err != nil {
+		if err := c.setCPUID(entries); err != nil {
 			return err
 		}
 		if err := lm.setSregs(c.VCPU); err != nil {
@@ -329,6 +338,10 @@ func (m *Machine) Run(ctx context.Context) (*Result, error) {
 		return nil, errors.New("machine already ran: build a new one")
 	}
 	m.setupTime = time.Since(m.launched)
+	if m.cfg.restore != nil {
+		// A restored guest resumes right after its ready write.
+		m.onReady()
+	}
 	// Raw KVM_RUN (cheaper exits) only while a P stays free for the
 	// watcher, timers and device goroutines.
 	raw := runtime.GOMAXPROCS(0) > len(m.cpus)
@@ -419,8 +432,16 @@ func (m *Machine) onExit(status uint64) {
 }
 
 func (m *Machine) onReady() {
-	if m.readyNS.CompareAndSwap(0, int64(time.Since(m.launched))) && m.cfg.OnReady != nil {
+	if !m.readyNS.CompareAndSwap(0, int64(time.Since(m.launched))) {
+		return
+	}
+	if m.cfg.OnReady != nil {
 		m.cfg.OnReady()
+	}
+	if m.cfg.PauseAtReady && m.cfg.restore == nil {
+		// The ready write completes when its vCPU re-enters KVM_RUN
+		// (Snapshot does that, with immediate_exit set by the kick).
+		m.finish(Result{Reason: ReasonPaused})
 	}
 }
 
@@ -484,8 +505,15 @@ func (m *Machine) Close() error {
 type vcpu struct {
 	*kvm.VCPU
 	m     *Machine
-	tid   atomic.Int32 // OS thread running the vCPU, 0 when none
-	exits [32]uint64   // by kvm.ExitReason; owned by the vCPU goroutine
+	tid   atomic.Int32     // OS thread running the vCPU, 0 when none
+	exits [32]uint64       // by kvm.ExitReason; owned by the vCPU goroutine
+	cpuid []kvm.CPUIDEntry // as set, for a snapshot
+}
+
+// setCPUID sets the vCPU's CPUID and keeps it for Snapshot.
+func (c *vcpu) setCPUID(entries []kvm.CPUIDEntry) error {
+	c.cpuid = entries
+	return c.SetCPUID2(entries)
 }
 
 // kick makes the vCPU leave KVM_RUN now, or not enter it again.

@@ -27,6 +27,7 @@ func (m *Machine) bootMultiboot() error {
 	if err != nil {
 		return err
 	}
+	m.kernel = &KernelInfo{Format: "multiboot", Entry: uint64(loaded.Entry), Cmdline: cmdline}
 	limit, err := writeGDT(m.mem, multibootGDTAddr, []uint64{0, gdtEntry(gdtCode32, gdtFlagsD), gdtEntry(gdtData, gdtFlagsD)})
 	if err != nil {
 		return err
@@ -41,7 +42,7 @@ func (m *Machine) bootMultiboot() error {
 	c := m.cpus[0]
 	entries := vcpuCPUID(supported, 0, 1)
 	m.probeCPUID = entries
-	if err := c.SetCPUID2(entries); err != nil {
+	if err := c.setCPUID(entries); err != nil {
 		return err
 	}
 	if err := setProtectedMode32(c.VCPU, multibootGDTAddr, limit); err != nil {

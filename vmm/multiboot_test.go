@@ -3,8 +3,10 @@ package vmm
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
+	"github.com/microvm/microvm/bench/qemuguest"
 	"github.com/microvm/microvm/images"
 	"github.com/microvm/microvm/images/multiboot"
 )
@@ -51,5 +53,26 @@ func TestMultibootBadImage(t *testing.T) {
 	_, err := New(Config{System: sys, Image: multibootGuest(1), Format: images.FormatMultiboot})
 	if !errors.Is(err, images.ErrBadImage) {
 		t.Errorf("bad checksum: error %v, want ErrBadImage", err)
+	}
+}
+
+// TestMultibootWrappedTinyGuest boots the image that bench paths
+// vm-multiboot and qemu-multiboot boot (bench/qemuguest.WrapMultiboot: the
+// tiny guest behind a stub in an ELF32 Multiboot kernel).
+func TestMultibootWrappedTinyGuest(t *testing.T) {
+	const mem = 64 << 20
+	img, err := qemuguest.WrapMultiboot(guest(t, "exit"), mem, "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := images.Detect(img); err != nil || f != images.FormatMultiboot {
+		t.Fatalf("Detect = %v, %v; want multiboot", f, err)
+	}
+	res, out := boot(t, Config{Image: img, MemoryBytes: mem}, 0)
+	if res.Reason != ReasonExit || res.Status != 42 || !strings.Contains(out, "exit: status 42") {
+		t.Errorf("%s; console %q", res.Summary(), out)
+	}
+	if res.Kernel == nil || res.Kernel.Format != "multiboot" {
+		t.Errorf("kernel info %+v", res.Kernel)
 	}
 }

@@ -84,7 +84,7 @@ func (m *Machine) bootPVH() error {
 		if i == 0 {
 			m.probeCPUID = entries
 		}
-		if err := c.SetCPUID2(entries); err != nil {
+		if err := c.setCPUID(entries); err != nil {
 			return err
 		}
 		if err := setLINT(c.VCPU); err != nil {

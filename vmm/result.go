@@ -32,6 +32,9 @@ const (
 	ReasonTimeout Reason = "timeout"
 	// ReasonStopped: Stop was called or the context was cancelled.
 	ReasonStopped Reason = "stopped"
+	// ReasonPaused: Config.PauseAtReady stopped the guest at its ready
+	// write; the machine can be snapshotted (Machine.Snapshot).
+	ReasonPaused Reason = "paused"
 	// ReasonHostError: the host failed while the guest ran.
 	ReasonHostError Reason = "host-error"
 )
@@ -115,6 +118,8 @@ func (r *Result) Summary() string {
 		b.WriteString("timed out")
 	case ReasonStopped:
 		b.WriteString("stopped")
+	case ReasonPaused:
+		b.WriteString("paused at the guest's ready write")
 	default:
 		b.WriteString(string(r.Reason))
 	}

@@ -20,6 +20,7 @@
 
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox ln -sf /proc/self/fd /dev/fd # QEMU's -chardev path=/dev/fd/N
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox --install -s
