@@ -129,6 +129,28 @@ type Devices struct {
 	Block bool // virtio-blk: pread64, pwrite64, fsync on the image file
 	Net   bool // virtio-net: read/write on the tap (already on the list)
 	RNG   bool // virtio-rng: getrandom
+	// Snapshot: the VMM writes a snapshot after the run (boot
+	// --snapshot-on-ready) into files opened before the filter: the KVM
+	// state getters, ftruncate and pwrite64.
+	Snapshot bool
+}
+
+// snapshotKVMIoctls are what vmm.SnapshotFiles.Write issues.
+var snapshotKVMIoctls = []struct{ name, why string }{
+	{"KVM_GET_SUPPORTED_CPUID", "snapshot: the host CPU model recorded in it"},
+	{"KVM_GET_MSR_INDEX_LIST", "snapshot: which MSRs to save"},
+	{"KVM_CHECK_EXTENSION", "snapshot: XSAVE and XCR support"},
+	{"KVM_GET_FPU", "snapshot: FPU state"},
+	{"KVM_GET_XSAVE", "snapshot: XSAVE area"},
+	{"KVM_GET_XSAVE2", "snapshot: XSAVE area larger than 4 KiB"},
+	{"KVM_GET_XCRS", "snapshot: XCR0"},
+	{"KVM_GET_MSRS", "snapshot: MSRs"},
+	{"KVM_GET_LAPIC", "snapshot: local APIC"},
+	{"KVM_GET_MP_STATE", "snapshot: MP state"},
+	{"KVM_GET_DEBUGREGS", "snapshot: debug registers"},
+	{"KVM_GET_IRQCHIP", "snapshot: PIC and IOAPIC"},
+	{"KVM_GET_PIT2", "snapshot: PIT"},
+	{"KVM_GET_CLOCK", "snapshot: kvmclock"},
 }
 
 // Ioctl is an allowed ioctl request.
@@ -166,6 +188,15 @@ func VMMPolicy(d Devices) (Policy, error) {
 			return p, fmt.Errorf("seccomp: package kvm does not know %s", k.name)
 		}
 		p.Ioctls = append(p.Ioctls, Ioctl{Name: k.name, Nr: uint32(nr), Why: k.why})
+	}
+	if d.Snapshot {
+		for _, k := range snapshotKVMIoctls {
+			nr, ok := kvm.IoctlNumber(k.name)
+			if !ok {
+				return p, fmt.Errorf("seccomp: package kvm does not know %s", k.name)
+			}
+			p.Ioctls = append(p.Ioctls, Ioctl{Name: k.name, Nr: uint32(nr), Why: k.why})
+		}
 	}
 	p.Ioctls = append(p.Ioctls, terminalIoctls...)
 	return p, nil
@@ -234,6 +265,12 @@ func (p Policy) Rules() []Rule {
 			Rule{Name: "pwrite64", Nr: unix.SYS_PWRITE64, Why: "virtio-blk: write sectors to the disk image"},
 			Rule{Name: "fsync", Nr: unix.SYS_FSYNC, Why: "virtio-blk: a flush request"},
 		)
+	}
+	if p.Devices.Snapshot {
+		if !p.Devices.Block {
+			rules = append(rules, Rule{Name: "pwrite64", Nr: unix.SYS_PWRITE64, Why: "snapshot: guest memory into the memory file"})
+		}
+		rules = append(rules, Rule{Name: "ftruncate", Nr: unix.SYS_FTRUNCATE, Why: "snapshot: size the sparse memory file"})
 	}
 	if p.Devices.RNG {
 		rules = append(rules, Rule{Name: "getrandom", Nr: unix.SYS_GETRANDOM, Why: "virtio-rng: the host's entropy for the guest"})

@@ -326,3 +326,50 @@ func TestSnapshotLinuxAtReady(t *testing.T) {
 		t.Logf("restore %d: command output and exit %v after restore began (cold boot reached ready after %v)", i, res.ExitAfter, cold)
 	}
 }
+
+// BenchmarkColdReady and BenchmarkRestoreReady time, in process, a cold
+// vmm.New → ready of the ready-check guest and a vmm.Restore → ready of a
+// snapshot taken at its ready write (docs/snapshot.md):
+//
+//	go test -run '^$' -bench 'ColdReady|RestoreReady' -count 5 ./vmm/
+func BenchmarkColdReady(b *testing.B) {
+	sys := openKVM(b)
+	cfg := Config{Image: readyCheckGuest(), Format: images.FormatFlat, MemoryBytes: 128 << 20, System: sys}
+	benchReady(b, func() (*Machine, error) { return New(cfg) })
+}
+
+func BenchmarkRestoreReady(b *testing.B) {
+	sys := openKVM(b)
+	m, err := New(Config{Image: readyCheckGuest(), Format: images.FormatFlat, MemoryBytes: 128 << 20, System: sys, PauseAtReady: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res, err := m.Run(context.Background()); err != nil || res.Reason != ReasonPaused {
+		b.Fatalf("%v %v", res, err)
+	}
+	dir := filepath.Join(b.TempDir(), "snap")
+	if err := m.Snapshot(dir); err != nil {
+		b.Fatal(err)
+	}
+	m.Close()
+	benchReady(b, func() (*Machine, error) { return Restore(dir, Config{System: sys}) })
+}
+
+// benchReady builds and runs machines; it reports the mean time from the
+// start of build to ready (ready-ns/op) beside the whole cycle.
+func benchReady(b *testing.B, build func() (*Machine, error)) {
+	var ready time.Duration
+	for i := 0; i < b.N; i++ {
+		m, err := build()
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := m.Run(context.Background())
+		m.Close()
+		if err != nil || res.Reason != ReasonExit || res.Status != 41 {
+			b.Fatalf("%v %v", res, err)
+		}
+		ready += res.ReadyAfter
+	}
+	b.ReportMetric(float64(ready.Nanoseconds())/float64(b.N), "ready-ns/op")
+}

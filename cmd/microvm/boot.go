@@ -45,6 +45,8 @@ type bootFlags struct {
 	sandbox  sandboxFlags   // seccomp and jail (boot_sandbox.go)
 	virtio   virtioFlags    // --disk, --net, --rng (boot_virtio.go)
 	conv     guestConvFlags // --debug-exit, --irqchip (boot_guests.go)
+	snapshot string         // --snapshot-on-ready DIR
+	restore  string         // --restore DIR
 }
 
 func (a *app) newBootCmd() *cobra.Command {
@@ -63,7 +65,13 @@ Ctrl-A x to stop the VM (Ctrl-A Ctrl-A sends a literal Ctrl-A).
 Exit status: the guest's own status (0-119) when it writes the exit port,
 0 when it halts, resets or powers off; 120 status out of range, 121 guest
 crash (triple fault, KVM internal error), 122 guest kernel panic, 123 usage
-error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
+error, 124 timeout, 125 host error, 126 bad image, 129 bad snapshot, 130
+interrupted.
+
+--snapshot-on-ready DIR pauses the guest at its ready write (port 0x502),
+writes a snapshot of it into DIR and exits 0; --restore DIR resumes such a
+snapshot right after the ready write (no IMAGE: the snapshot holds the
+guest). See docs/snapshot.md.`,
 		Example: `  microvm boot                               # the embedded hello guest
   microvm boot --guest ready --json          # benchmark guest, result as JSON
   microvm boot --guest exit --cmdline 42     # exits with status 42
@@ -71,7 +79,9 @@ error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
   microvm boot ./guest.elf --memory 256M --timeout 5s
   microvm boot ./code.bin --format flat      # a flat binary entered at 0x100000
   microvm boot vmlinux --initrd initramfs.cpio.gz --append 'microvm.cmd="uname -a"'
-  microvm boot bzImage --memory 512M --cpus 2 --timeout 0   # a Linux shell on the console`,
+  microvm boot bzImage --memory 512M --cpus 2 --timeout 0   # a Linux shell on the console
+  microvm boot vmlinux --initrd initramfs.cpio.gz --snapshot-on-ready /tmp/snap
+  microvm boot --restore /tmp/snap           # resumes after init's ready write`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.boot(cmd, args, &f)
@@ -97,7 +107,9 @@ error, 124 timeout, 125 host error, 126 bad image, 130 interrupted.`,
 	addSandboxFlags(cmd, &f.sandbox)
 	addVirtioFlags(cmd, &f.virtio)
 	addGuestConvFlags(cmd, &f.conv)
-	markPaths(fl, "initrd", "kernel-cache", "jail", "disk")
+	fl.StringVar(&f.snapshot, "snapshot-on-ready", "", "pause at the guest's ready write, write a snapshot into `DIR` and exit 0")
+	fl.StringVar(&f.restore, "restore", "", "resume the snapshot in `DIR` (no IMAGE; --memory and --cpus, when given, must match it)")
+	markPaths(fl, "initrd", "kernel-cache", "jail", "disk", "snapshot-on-ready", "restore")
 	return cmd
 }
 
@@ -130,7 +142,14 @@ type bootReport struct {
 
 func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 	processStart := time.Now()
-	cfg, name, err := bootConfig(args, f)
+	var cfg vmm.Config
+	var name string
+	var err error
+	if f.restore != "" {
+		cfg, name, err = restoreConfig(cmd, args, f)
+	} else {
+		cfg, name, err = bootConfig(args, f)
+	}
 	if err != nil {
 		return err
 	}
@@ -180,7 +199,12 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 	if f.json {
 		status, _ = os.Open("/proc/self/status")
 	}
-	m, err := vmm.New(cfg)
+	var m *vmm.Machine
+	if f.restore != "" {
+		m, err = vmm.Restore(f.restore, cfg)
+	} else {
+		m, err = vmm.New(cfg)
+	}
 	if reg != nil {
 		// A name in use is the first thing to hear about, whatever New said.
 		if rerr := reg.wait(); rerr != nil {
@@ -203,6 +227,15 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		defer restore()
 	}
 
+	// The snapshot's files are opened before the seccomp filter, which
+	// allows no open.
+	var snap *vmm.SnapshotFiles
+	if f.snapshot != "" {
+		if snap, err = vmm.CreateSnapshotFiles(f.snapshot); err != nil {
+			return withCode(exitHost, err)
+		}
+		defer snap.Close()
+	}
 	reserveProcs(cfg.CPUs) // before the seccomp filter: it may start threads
 	if err := a.sandboxLockdown(&f.sandbox); err != nil {
 		return err
@@ -213,6 +246,9 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 		return withCode(exitHost, err)
 	}
 	code, msg := resultCode(res, timeout)
+	if snap != nil {
+		code, msg = snapshotCode(m, snap, res, code, msg)
+	}
 	if res.Reason == vmm.ReasonStopped && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		code, msg = exitInterrupted, "interrupted"
 	}
@@ -337,6 +373,7 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	if err := f.virtio.apply(&cfg); err != nil {
 		return cfg, "", err
 	}
+	cfg.PauseAtReady = f.snapshot != ""
 	return cfg, name, nil
 }
 
@@ -439,8 +476,54 @@ func newErrorCode(err error) int {
 		return exitUsage
 	case errors.Is(err, images.ErrBadImage):
 		return exitBadImage
+	case errors.Is(err, vmm.ErrNotSnapshot), errors.Is(err, vmm.ErrSnapshotCorrupt), errors.Is(err, vmm.ErrSnapshotVersion),
+		errors.Is(err, vmm.ErrSnapshotHost), errors.Is(err, vmm.ErrSnapshotMemory):
+		return exitSnapshot
 	}
 	return exitHost
+}
+
+// restoreConfig is bootConfig for --restore: the snapshot holds the guest,
+// so no IMAGE, --guest or boot-time flag may be given; --memory and --cpus
+// only when set, to be checked against the snapshot.
+func restoreConfig(cmd *cobra.Command, args []string, f *bootFlags) (vmm.Config, string, error) {
+	var cfg vmm.Config
+	if len(args) > 0 || f.guest != "" {
+		return cfg, "", usageErrorf("--restore takes no IMAGE or --guest: the snapshot holds the guest")
+	}
+	for _, name := range []string{"snapshot-on-ready", "cmdline", "append", "format", "module", "initrd", "disk", "net", "rng", "irqchip", "debug-exit"} {
+		if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
+			return cfg, "", usageErrorf("--restore: --%s cannot be given, the snapshot fixed it", name)
+		}
+	}
+	if cmd.Flags().Changed("memory") {
+		mem, err := vmm.ParseBytes(f.memory)
+		if err != nil {
+			return cfg, "", usageErrorf("--memory: %v", err)
+		}
+		cfg.MemoryBytes = mem
+	}
+	if cmd.Flags().Changed("cpus") {
+		cfg.CPUs = f.cpus
+	}
+	cfg.CPUIDCacheDir = vmm.RuntimeDir()
+	return cfg, "snapshot:" + f.restore, nil
+}
+
+// snapshotCode writes the snapshot of a machine that paused at ready
+// (--snapshot-on-ready): 0 once written; a guest that ended otherwise has
+// its own status and no snapshot (the state file stays empty: no snapshot).
+func snapshotCode(m *vmm.Machine, snap *vmm.SnapshotFiles, res *vmm.Result, code int, msg string) (int, string) {
+	if res.Reason != vmm.ReasonPaused {
+		if code == exitOK {
+			code = exitSnapshot
+		}
+		return code, fmt.Sprintf("no snapshot written: the guest ended before its ready write (%s)", res.Summary())
+	}
+	if err := snap.Write(m); err != nil {
+		return exitHost, err.Error()
+	}
+	return exitOK, ""
 }
 
 // resultCode maps a run's result to the process exit status and, for
@@ -462,6 +545,8 @@ func resultCode(r *vmm.Result, timeout time.Duration) (int, string) {
 		return exitTimeout, fmt.Sprintf("the guest did not finish within %v (--timeout)%s", timeout, lastLine(r))
 	case vmm.ReasonStopped:
 		return exitInterrupted, r.Summary()
+	case vmm.ReasonPaused:
+		return exitOK, ""
 	}
 	return exitHost, r.Summary()
 }

@@ -70,7 +70,7 @@ func (a *app) sandboxStart(ctx context.Context, cmd *cobra.Command, cfg *vmm.Con
 		// would confine the test itself. Tests that want one say so.
 		f.mode = sandbox.ModeOff
 	}
-	f.devices = sandbox.Devices{Block: len(cfg.Disks) > 0, Net: len(cfg.Nets) > 0, RNG: cfg.RNG}
+	f.devices = sandbox.Devices{Block: len(cfg.Disks) > 0, Net: len(cfg.Nets) > 0, RNG: cfg.RNG, Snapshot: cfg.PauseAtReady}
 	spec, err := sandbox.JailChild()
 	if err != nil {
 		return true, withCode(exitHost, err)

@@ -28,6 +28,10 @@ const (
 	exitBadImage = 126
 	// exitLibvirt: libvirtd reported an error.
 	exitLibvirt = 127
+	// exitSnapshot: --restore of something that is not a snapshot this
+	// microvm can restore (corrupt, truncated, another version, CPU or
+	// memory size), or --snapshot-on-ready of a guest that never got ready.
+	exitSnapshot = 129
 	// exitInterrupted: SIGINT or SIGTERM ended the run (128 + SIGINT).
 	exitInterrupted = 130
 )
