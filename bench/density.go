@@ -304,6 +304,7 @@ func DensityPaths(cfg Config) []DensityPath {
 			}
 			return argv, needKVM()
 		}),
+		restoreDensity(cfg, hold),
 	}
 	rf := &rootfsOnce{cfg: &cfg}
 	for _, rt := range container.Runtimes(cfg.StateDir) {
@@ -319,6 +320,47 @@ func DensityPaths(cfg Config) []DensityPath {
 		paths = append(paths, containerDensity(rt, rf))
 	}
 	return paths
+}
+
+// restoreDensity is path vm-restore: one snapshot of the held exit guest,
+// taken at its ready write by `microvm boot … --snapshot-on-ready`, and N
+// `microvm boot --restore` processes of it, which share its clean pages.
+func restoreDensity(cfg Config, hold []string) DensityPath {
+	var dir string
+	return DensityPath{
+		Name: "vm-restore", Desc: "`microvm boot --restore SNAP`: clones of one snapshot of the held exit guest",
+		Setup: func(ctx context.Context) error {
+			if cfg.MicrovmBin == "" {
+				return errors.New("the microvm binary is not known (set MICROVM_BIN)")
+			}
+			if err := needKVM(); err != nil {
+				return err
+			}
+			d, err := os.MkdirTemp("", "microvm-density-snap-")
+			if err != nil {
+				return err
+			}
+			snap := filepath.Join(d, "snap")
+			argv := append(append([]string{"boot"}, hold...), "--snapshot-on-ready", snap)
+			if out, err := exec.CommandContext(ctx, cfg.MicrovmBin, argv...).CombinedOutput(); err != nil {
+				os.RemoveAll(d)
+				return fmt.Errorf("take the snapshot: %v: %s", err, bytes.TrimSpace(out))
+			}
+			dir = d
+			return nil
+		},
+		Start: func(ctx context.Context, _ int) (func() error, error) {
+			return startHeld(ctx, []string{cfg.MicrovmBin, "boot", "--restore", filepath.Join(dir, "snap"), "--quiet", "--timeout", "0"})
+		},
+		Close: func() error {
+			if dir == "" {
+				return nil
+			}
+			err := os.RemoveAll(dir)
+			dir = ""
+			return err
+		},
+	}
 }
 
 // SelectDensityPaths picks paths by a comma-separated list of names ("":

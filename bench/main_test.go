@@ -70,7 +70,7 @@ func TestAllPathsForReal(t *testing.T) {
 			t.Errorf("%s: ready after exit", p.Name)
 		}
 	}
-	for _, n := range []string{"container", "runc", "crun", "podman", "qemu", "qemu-multiboot", "vm-multiboot", "kvm-floor", "go-floor", "vm"} {
+	for _, n := range []string{"container", "runc", "crun", "podman", "qemu", "qemu-multiboot", "vm-multiboot", "kvm-floor", "go-floor", "vm", "vm-pool", "vm-restore"} {
 		if p := rep.Path(n); p != nil && p.Usable() && p.Ready == nil {
 			t.Errorf("%s: launch→ready never observed", n)
 		}

@@ -87,6 +87,8 @@ func DefaultRunners(cfg Config) []Runner {
 	}
 	rs := []Runner{
 		newVMRunner(&cfg),
+		&poolRunner{cfg: &cfg},
+		&restoreRunner{cfg: &cfg},
 		&procRunner{name: "vm-proc", desc: fmt.Sprintf("`microvm boot --guest %s --quiet` as a whole process", cfg.guest()), setup: func(ctx context.Context) ([]string, error) {
 			if cfg.MicrovmBin == "" {
 				return nil, errors.New("the microvm binary is not known (set MICROVM_BIN)")
@@ -229,6 +231,146 @@ func (r *vmRunner) Launch(ctx context.Context) (Sample, error) {
 		s.Ready, s.HasReady = res.ReadyAfter, true
 	}
 	return s, nil
+}
+
+// poolRunner is path vm-pool: the same guest from a vmm.Pool that keeps
+// two machines built ahead; one launch is Get → Run, the teardown
+// (Release) off the measured path. Ready is Get plus Run → ready.
+type poolRunner struct {
+	cfg  *Config
+	sys  *kvm.System
+	pool *vmm.Pool
+}
+
+func (r *poolRunner) Name() string { return "vm-pool" }
+func (r *poolRunner) Describe() string {
+	return fmt.Sprintf("tiny %q guest from a warm vmm.Pool of 2 built VMs in this process (Get → Run; teardown off the path)", r.cfg.guest())
+}
+
+func (r *poolRunner) Setup(context.Context) error {
+	img, err := guests.Get(r.cfg.guest())
+	if err != nil {
+		return err
+	}
+	sys, err := kvm.Open(kvm.DevicePath)
+	if err != nil {
+		return fmt.Errorf("no usable %s: %w", kvm.DevicePath, err)
+	}
+	cfg := vmm.Config{Image: img, MemoryBytes: r.cfg.memory(), CPUs: 1, Console: io.Discard, System: sys}
+	r.sys, r.pool = sys, vmm.NewPool(2, func() (*vmm.Machine, error) { return vmm.New(cfg) })
+	return nil
+}
+
+func (r *poolRunner) Launch(ctx context.Context) (Sample, error) {
+	t0 := time.Now()
+	m, err := r.pool.Get(ctx)
+	if err != nil {
+		return Sample{}, fmt.Errorf("pool: %w", err)
+	}
+	got := time.Since(t0)
+	res, err := m.Run(ctx)
+	exit := time.Since(t0)
+	r.pool.Release(m)
+	if err != nil {
+		return Sample{}, fmt.Errorf("run: %w", err)
+	}
+	if res.Reason != vmm.ReasonExit || res.Status != 0 {
+		return Sample{}, fmt.Errorf("guest did not exit 0: %s", res.Summary())
+	}
+	s := Sample{Exit: exit}
+	if res.Ready {
+		s.Ready, s.HasReady = got+res.ReadyAfter-res.SetupTime, true
+	}
+	return s, nil
+}
+
+func (r *poolRunner) Close() error {
+	var err error
+	if r.pool != nil {
+		err = r.pool.Close()
+		r.pool = nil
+	}
+	if r.sys != nil {
+		err = errors.Join(err, r.sys.Close())
+		r.sys = nil
+	}
+	return err
+}
+
+// restoreRunner is path vm-restore: the same guest restored in this
+// process from a snapshot taken at its ready write (vmm.Restore → Run →
+// Close); ready is when the restored guest resumes, right after that write.
+type restoreRunner struct {
+	cfg *Config
+	sys *kvm.System
+	dir string
+}
+
+func (r *restoreRunner) Name() string { return "vm-restore" }
+func (r *restoreRunner) Describe() string {
+	return fmt.Sprintf("tiny %q guest restored in this process from a snapshot taken at its ready write (vmm.Restore → Run → Close)", r.cfg.guest())
+}
+
+func (r *restoreRunner) Setup(ctx context.Context) error {
+	img, err := guests.Get(r.cfg.guest())
+	if err != nil {
+		return err
+	}
+	sys, err := kvm.Open(kvm.DevicePath)
+	if err != nil {
+		return fmt.Errorf("no usable %s: %w", kvm.DevicePath, err)
+	}
+	r.sys = sys
+	m, err := vmm.New(vmm.Config{Image: img, MemoryBytes: r.cfg.memory(), CPUs: 1, Console: io.Discard, System: sys, PauseAtReady: true})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	res, err := m.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if res.Reason != vmm.ReasonPaused {
+		return fmt.Errorf("the %q guest did not pause at a ready write: %s", r.cfg.guest(), res.Summary())
+	}
+	if r.dir, err = os.MkdirTemp("", "microvm-bench-snap-"); err != nil {
+		return err
+	}
+	return m.Snapshot(r.dir)
+}
+
+func (r *restoreRunner) Launch(ctx context.Context) (Sample, error) {
+	t0 := time.Now()
+	m, err := vmm.Restore(r.dir, vmm.Config{Console: io.Discard, System: r.sys})
+	if err != nil {
+		return Sample{}, fmt.Errorf("vmm.Restore: %w", err)
+	}
+	res, err := m.Run(ctx)
+	cerr := m.Close()
+	exit := time.Since(t0)
+	if err != nil {
+		return Sample{}, fmt.Errorf("run: %w", err)
+	}
+	if cerr != nil {
+		return Sample{}, fmt.Errorf("close: %w", cerr)
+	}
+	if res.Reason != vmm.ReasonExit || res.Status != 0 {
+		return Sample{}, fmt.Errorf("restored guest did not exit 0: %s", res.Summary())
+	}
+	return Sample{Exit: exit, Ready: res.ReadyAfter, HasReady: true}, nil
+}
+
+func (r *restoreRunner) Close() error {
+	var err error
+	if r.dir != "" {
+		err = os.RemoveAll(r.dir)
+		r.dir = ""
+	}
+	if r.sys != nil {
+		err = errors.Join(err, r.sys.Close())
+		r.sys = nil
+	}
+	return err
 }
 
 func (r *vmRunner) Close() error {

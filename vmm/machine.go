@@ -376,6 +376,11 @@ func (m *Machine) Run(ctx context.Context) (*Result, error) {
 // Stop ends a running machine; Run then returns with ReasonStopped.
 func (m *Machine) Stop() { m.finish(Result{Reason: ReasonStopped}) }
 
+// Pause stops a running machine so that it can be snapshotted: every vCPU
+// leaves the guest, Run returns with ReasonPaused, and Snapshot then saves
+// the guest where it was (a restore resumes it there).
+func (m *Machine) Pause() { m.finish(Result{Reason: ReasonPaused, Detail: "paused by request"}) }
+
 // Done is closed once the machine has ended.
 func (m *Machine) Done() <-chan struct{} { return m.done }
 

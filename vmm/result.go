@@ -33,7 +33,8 @@ const (
 	// ReasonStopped: Stop was called or the context was cancelled.
 	ReasonStopped Reason = "stopped"
 	// ReasonPaused: Config.PauseAtReady stopped the guest at its ready
-	// write; the machine can be snapshotted (Machine.Snapshot).
+	// write, or Pause stopped it; the machine can be snapshotted
+	// (Machine.Snapshot).
 	ReasonPaused Reason = "paused"
 	// ReasonHostError: the host failed while the guest ran.
 	ReasonHostError Reason = "host-error"
@@ -119,7 +120,11 @@ func (r *Result) Summary() string {
 	case ReasonStopped:
 		b.WriteString("stopped")
 	case ReasonPaused:
-		b.WriteString("paused at the guest's ready write")
+		if r.Detail == "" {
+			b.WriteString("paused at the guest's ready write")
+		} else {
+			b.WriteString("paused")
+		}
 	default:
 		b.WriteString(string(r.Reason))
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,7 @@ type bootFlags struct {
 	virtio   virtioFlags    // --disk, --net, --rng (boot_virtio.go)
 	conv     guestConvFlags // --debug-exit, --irqchip (boot_guests.go)
 	snapshot string         // --snapshot-on-ready DIR
+	onSignal string         // --snapshot-on-signal DIR
 	restore  string         // --restore DIR
 }
 
@@ -69,8 +71,9 @@ error, 124 timeout, 125 host error, 126 bad image, 129 bad snapshot, 130
 interrupted.
 
 --snapshot-on-ready DIR pauses the guest at its ready write (port 0x502),
-writes a snapshot of it into DIR and exits 0; --restore DIR resumes such a
-snapshot right after the ready write (no IMAGE: the snapshot holds the
+writes a snapshot of it into DIR and exits 0; --snapshot-on-signal DIR does
+so when the process gets SIGUSR1 (microvm kill --signal USR1 NAME); --restore
+DIR resumes a snapshot where it was taken (no IMAGE: the snapshot holds the
 guest). See docs/snapshot.md.`,
 		Example: `  microvm boot                               # the embedded hello guest
   microvm boot --guest ready --json          # benchmark guest, result as JSON
@@ -108,8 +111,9 @@ guest). See docs/snapshot.md.`,
 	addVirtioFlags(cmd, &f.virtio)
 	addGuestConvFlags(cmd, &f.conv)
 	fl.StringVar(&f.snapshot, "snapshot-on-ready", "", "pause at the guest's ready write, write a snapshot into `DIR` and exit 0")
+	fl.StringVar(&f.onSignal, "snapshot-on-signal", "", "on SIGUSR1, pause the running guest, write a snapshot into `DIR` and exit 0")
 	fl.StringVar(&f.restore, "restore", "", "resume the snapshot in `DIR` (no IMAGE; --memory and --cpus, when given, must match it)")
-	markPaths(fl, "initrd", "kernel-cache", "jail", "disk", "snapshot-on-ready", "restore")
+	markPaths(fl, "initrd", "kernel-cache", "jail", "disk", "snapshot-on-ready", "snapshot-on-signal", "restore")
 	return cmd
 }
 
@@ -169,7 +173,7 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 
 	ctx, stopSignals := notifyContext()
 	defer stopSignals()
-	timeout := f.timeout.resolve(len(args) == 0, !f.quiet && !f.json && (f.stdin || isTerminal(a.stdin)))
+	timeout := f.timeout.resolve(len(args) == 0 && f.restore == "", !f.quiet && !f.json && (f.stdin || isTerminal(a.stdin)))
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -190,6 +194,10 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 			}
 		}
 		defer func() { reg.end(!filtered) }()
+	}
+	f.sandbox.snapshot = f.snapshot != "" || f.onSignal != ""
+	if f.sandbox.snapshot && f.sandbox.jail != "" {
+		return usageErrorf("--jail cannot be combined with a snapshot flag yet (the jailed VMM sees no host paths)")
 	}
 	if done, err := a.sandboxStart(ctx, cmd, &cfg, &f.sandbox); done || err != nil {
 		return err
@@ -230,11 +238,23 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 	// The snapshot's files are opened before the seccomp filter, which
 	// allows no open.
 	var snap *vmm.SnapshotFiles
-	if f.snapshot != "" {
-		if snap, err = vmm.CreateSnapshotFiles(f.snapshot); err != nil {
+	if dir := cmp.Or(f.snapshot, f.onSignal); dir != "" {
+		if snap, err = vmm.CreateSnapshotFiles(dir); err != nil {
 			return withCode(exitHost, err)
 		}
 		defer snap.Close()
+	}
+	if f.onSignal != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go func() {
+			select {
+			case <-usr1:
+				m.Pause()
+			case <-m.Done():
+			}
+		}()
 	}
 	reserveProcs(cfg.CPUs) // before the seccomp filter: it may start threads
 	if err := a.sandboxLockdown(&f.sandbox); err != nil {
@@ -374,6 +394,12 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 		return cfg, "", err
 	}
 	cfg.PauseAtReady = f.snapshot != ""
+	if f.snapshot != "" && f.onSignal != "" {
+		return cfg, "", usageErrorf("give --snapshot-on-ready or --snapshot-on-signal, not both")
+	}
+	if f.onSignal != "" && (len(cfg.Disks) > 0 || len(cfg.Nets) > 0 || cfg.RNG) {
+		return cfg, "", usageErrorf("--snapshot-on-signal: a snapshot cannot hold virtio devices yet (their queues are not saved): drop --disk, --net and --rng")
+	}
 	return cfg, name, nil
 }
 
@@ -491,7 +517,7 @@ func restoreConfig(cmd *cobra.Command, args []string, f *bootFlags) (vmm.Config,
 	if len(args) > 0 || f.guest != "" {
 		return cfg, "", usageErrorf("--restore takes no IMAGE or --guest: the snapshot holds the guest")
 	}
-	for _, name := range []string{"snapshot-on-ready", "cmdline", "append", "format", "module", "initrd", "disk", "net", "rng", "irqchip", "debug-exit"} {
+	for _, name := range []string{"snapshot-on-ready", "snapshot-on-signal", "cmdline", "append", "format", "module", "initrd", "disk", "net", "rng", "irqchip", "debug-exit"} {
 		if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
 			return cfg, "", usageErrorf("--restore: --%s cannot be given, the snapshot fixed it", name)
 		}
@@ -518,7 +544,7 @@ func snapshotCode(m *vmm.Machine, snap *vmm.SnapshotFiles, res *vmm.Result, code
 		if code == exitOK {
 			code = exitSnapshot
 		}
-		return code, fmt.Sprintf("no snapshot written: the guest ended before its ready write (%s)", res.Summary())
+		return code, fmt.Sprintf("no snapshot written: the guest ended before it was paused (%s)", res.Summary())
 	}
 	if err := snap.Write(m); err != nil {
 		return exitHost, err.Error()

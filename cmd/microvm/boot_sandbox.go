@@ -28,8 +28,9 @@ type sandboxFlags struct {
 	jailPids   int64
 	jailCgroup string
 
-	mode    sandbox.Mode    // parsed seccomp
-	devices sandbox.Devices // the VM's virtio backends, for the filter
+	mode     sandbox.Mode    // parsed seccomp
+	devices  sandbox.Devices // the VM's virtio backends, for the filter
+	snapshot bool            // the VMM writes a snapshot after its run
 }
 
 // addSandboxFlags registers the isolation flags on boot and documents them.
@@ -70,7 +71,7 @@ func (a *app) sandboxStart(ctx context.Context, cmd *cobra.Command, cfg *vmm.Con
 		// would confine the test itself. Tests that want one say so.
 		f.mode = sandbox.ModeOff
 	}
-	f.devices = sandbox.Devices{Block: len(cfg.Disks) > 0, Net: len(cfg.Nets) > 0, RNG: cfg.RNG, Snapshot: cfg.PauseAtReady}
+	f.devices = sandbox.Devices{Block: len(cfg.Disks) > 0, Net: len(cfg.Nets) > 0, RNG: cfg.RNG, Snapshot: f.snapshot}
 	spec, err := sandbox.JailChild()
 	if err != nil {
 		return true, withCode(exitHost, err)

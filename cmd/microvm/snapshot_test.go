@@ -2,8 +2,10 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,6 +47,37 @@ func TestBootSnapshotRestore(t *testing.T) {
 	}
 	if r := sbRun(t, time.Minute, "boot", "--restore", dir); r.code != exitSnapshot || !strings.Contains(r.stderr, "corrupt") {
 		t.Errorf("bit-flipped state: status %d, stderr %q; want %d", r.code, r.stderr, exitSnapshot)
+	}
+
+	// --snapshot-on-signal: the held exit guest (ready, then idle with
+	// the irqchip) snapshotted on SIGUSR1; its restore idles on until the
+	// timeout (124), neither crashing nor exiting.
+	held := filepath.Join(t.TempDir(), "held")
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sbBin(t), "boot", "--guest", "exit", "--cmdline", "hold", "--irqchip", "--quiet", "--timeout", "0", "--snapshot-on-signal", held)
+	cmd.ExtraFiles = []*os.File{wr}
+	cmd.Env = append(os.Environ(), "MICROVM_READY_FD=3")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wr.Close()
+	if _, err := rd.Read(make([]byte, 1)); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("held guest never got ready: %v; stderr %s", err, stderr.String())
+	}
+	rd.Close()
+	cmd.Process.Signal(syscall.SIGUSR1)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGUSR1: %v; stderr:\n%s", err, stderr.String())
+	}
+	if r := sbRun(t, time.Minute, "boot", "--restore", held, "--quiet", "--timeout", "2s"); r.code != exitTimeout {
+		t.Errorf("restore of the held guest: status %d, want %d (idle until the timeout); stderr:\n%s", r.code, exitTimeout, r.stderr)
 	}
 
 	kernel, initrd := os.Getenv("MICROVM_KERNEL_VMLINUX"), os.Getenv("MICROVM_INITRAMFS")
