@@ -49,9 +49,9 @@ func (m *Machine) hostCPUSignature() (CPUSignature, error) {
 
 // Snapshot writes the machine's complete state and guest RAM into dir
 // (created if missing; docs/snapshot.md). The machine must not be running:
-// call it on a machine that has not run yet or whose Run has returned —
-// after ReasonPaused (Config.PauseAtReady) the restored guest resumes
-// right after its ready write.
+// call it on a machine that has not run yet or that has ended — after
+// ReasonPaused (Config.PauseAtReady, Pause) the restored guest resumes
+// where it was paused.
 func (m *Machine) Snapshot(dir string) error {
 	files, err := CreateSnapshotFiles(dir)
 	if err != nil {
@@ -70,7 +70,7 @@ type SnapshotFiles struct {
 }
 
 // CreateSnapshotFiles creates dir and truncates (or creates) its state
-// and memory files. An empty state file is no snapshot (ErrSnapshotCorrupt
+// and memory files. An empty state file is no snapshot (ErrNotSnapshot
 // when read), so a snapshot that fails half-way is never mistaken for one.
 func CreateSnapshotFiles(dir string) (*SnapshotFiles, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -103,8 +103,9 @@ func (f *SnapshotFiles) Write(m *Machine) error {
 	if m.ranOnce.Load() {
 		select {
 		case <-m.done:
+			m.running.Wait() // every vCPU thread out of its loop
 		default:
-			return errors.New("snapshot: machine is running; its vCPUs must be stopped first")
+			return errors.New("snapshot: machine is running; pause it first (Config.PauseAtReady, Pause)")
 		}
 	}
 	if len(m.virtio) > 0 {
