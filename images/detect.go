@@ -142,8 +142,11 @@ func HasMultibootHeader(data []byte) bool {
 }
 
 // IsLinuxELF reports whether data is a Linux kernel ELF by Linux's own
-// marks: an x86-64 ELF64 whose entry lies in the kernel's virtual range or
-// which carries a "Linux" ELF note. (IsVmlinux also counts Xen notes.)
+// marks: an x86-64 ELF64 whose entry lies in the kernel's virtual range, or
+// with a loadable segment linked there but loaded at a low physical
+// address (a vmlinux is linked at __START_KERNEL_map; a PVH unikernel is
+// identity-mapped), or which carries a "Linux" ELF note. (IsVmlinux also
+// counts Xen notes.)
 func IsLinuxELF(data []byte) bool {
 	f, err := ParseELF64(data)
 	if err != nil {
@@ -151,6 +154,11 @@ func IsLinuxELF(data []byte) bool {
 	}
 	if f.Entry >= kernelVirtBase {
 		return true
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Vaddr >= kernelVirtBase && p.Paddr < kernelVirtBase {
+			return true
+		}
 	}
 	for _, n := range f.Notes() {
 		if n.Name == "Linux" {

@@ -2,6 +2,7 @@ package images
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -54,6 +55,7 @@ func (m *fakeMem) WriteAt(p []byte, off int64) (int, error) {
 
 // seg describes a PT_LOAD segment for mkELF.
 type seg struct {
+	vaddr  uint64 // 0: paddr
 	paddr  uint64
 	flags  elf.ProgFlag
 	data   []byte
@@ -98,7 +100,7 @@ func mkELF(typ elf.Type, entry uint64, segs ...seg) []byte {
 		le.PutUint32(p[0:], uint32(t))
 		le.PutUint32(p[4:], uint32(s.flags))
 		le.PutUint64(p[8:], off)
-		le.PutUint64(p[16:], s.paddr)
+		le.PutUint64(p[16:], cmp.Or(s.vaddr, s.paddr))
 		le.PutUint64(p[24:], s.paddr)
 		le.PutUint64(p[32:], uint64(len(s.data)))
 		le.PutUint64(p[40:], memsz)
@@ -146,6 +148,8 @@ func TestDetect(t *testing.T) {
 		{"vmlinux by entry", vmlinux, FormatVmlinux, ""},
 		{"pvh by xen phys32 note", pvh, FormatPVH, ""},
 		{"vmlinux with a pvh note", linuxPVH, FormatVmlinux, ""},
+		{"vmlinux linked high with a pvh note", mkELF(elf.ET_EXEC, 0x1000000, seg{vaddr: kernelVirtBase + 0x1000000, paddr: 0x1000000, flags: elf.PF_R | elf.PF_X, data: code},
+			seg{ptype: elf.PT_NOTE, data: note}), FormatVmlinux, ""},
 		{"vmlinux by xen note", xenOnly, FormatVmlinux, ""},
 		{"multiboot a.out", mbHeader(0x10002, 0), FormatMultiboot, ""},
 		{"multiboot elf", mkELF(elf.ET_EXEC, 0x100000, seg{paddr: 0x100000, flags: elf.PF_R | elf.PF_X, data: mbHeader(2, 0)}), FormatMultiboot, ""},

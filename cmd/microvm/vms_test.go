@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,7 +74,8 @@ func waitStatus(t *testing.T, cmd *exec.Cmd) syscall.WaitStatus {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the holder did not end")
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		t.Fatalf("the holder (pid %d, %s) did not end within 10 s; /proc status:\n%s", cmd.Process.Pid, cmd.Env[len(cmd.Env)-1], status)
 	}
 	return cmd.ProcessState.Sys().(syscall.WaitStatus)
 }
