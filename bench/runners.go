@@ -121,6 +121,7 @@ func DefaultRunners(cfg Config) []Runner {
 		}
 		rs = append(rs, &containerRunner{rt: rt, rootfs: rf, args: wl})
 	}
+	rs = append(rs, &ociRunner{cfg: &cfg, rootfs: rf})
 	rs = append(rs, newQEMURunner(&cfg, false), newQEMURunner(&cfg, true), multibootRunner(&cfg))
 	rs = append(rs,
 		&procRunner{name: "linux", desc: "`microvm boot KERNEL --initrd INITRD` (Linux microVM) as a whole process", setup: func(ctx context.Context) ([]string, error) {

@@ -149,6 +149,11 @@ func (l *ociLauncher) Launch(ctx context.Context, stdio IO) (*Result, error) {
 	logFile := filepath.Join(l.dir, id+".log")
 	defer os.Remove(logFile)
 	args := append(l.rootArgs(logFile), "run", "--bundle", l.bundle)
+	if rootOnRamfs() {
+		// pivot_root(2) cannot leave an initramfs (the rig's L1): runc
+		// and crun then move the root with MS_MOVE + chroot instead.
+		args = append(args, "--no-pivot")
+	}
 	cmd := exec.Command(l.bin)
 	var started func() <-chan time.Time
 	if l.w.ReadyPipe {
@@ -357,4 +362,20 @@ func teeWriter(w io.Writer, tail *tailBuffer) io.Writer {
 		return tail
 	}
 	return multiWriter{a: w, b: tail}
+}
+
+// rootOnRamfs reports whether this process's / is the initial ramfs
+// (rootfs or ramfs in /proc/self/mounts), which pivot_root cannot leave.
+func rootOnRamfs() bool {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	typ := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[1] == "/" {
+			typ = f[2] // the last mount on / is the one in effect
+		}
+	}
+	return typ == "rootfs" || typ == "ramfs"
 }

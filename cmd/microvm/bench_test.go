@@ -49,7 +49,7 @@ func TestBenchList(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status %d", code)
 	}
-	for _, p := range []string{"vm ", "vm-proc", "vm-lean", "kvm-floor", "go-floor", "container", "runc", "crun", "podman", "docker", "qemu", "qemu-multiboot", "vm-multiboot", "vm-pool", "vm-restore", "linux", "libvirt"} {
+	for _, p := range []string{"vm ", "vm-proc", "vm-lean", "kvm-floor", "go-floor", "container", "runc", "crun", "podman", "docker", "qemu", "qemu-multiboot", "vm-multiboot", "vm-pool", "vm-restore", "vm-oci", "linux", "libvirt"} {
 		if !strings.Contains(out, p) {
 			t.Errorf("--list lacks %s", p)
 		}

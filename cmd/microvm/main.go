@@ -95,6 +95,7 @@ VMs through libvirtd.`,
 		a.newPsCmd(),
 		a.newStopCmd(),
 		a.newKillCmd(),
+		a.newOCICmd(),
 	)
 	guardPaths(root)
 	return root

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/microvm/microvm/images/rootfs"
+	"github.com/microvm/microvm/oci"
+	"github.com/microvm/microvm/vmm"
+	"github.com/spf13/cobra"
+)
+
+// The VMM of a container-VM is a `microvm oci --root ROOT shim ID` process
+// (hidden command): its pid is the container's. It builds the VM from the
+// bundle (the lean kernel, an initramfs holding the bundle's rootfs, a
+// static busybox and the agent), says "ok" on fd 3 — create returns only
+// then — and blocks on the start fifo before the VM's first instruction.
+// After start it runs the VM with the console on its stdout and exits with
+// the workload's status. SIGTERM, SIGINT and SIGHUP stop the VM (status
+// 128+signal, as a killed process's); SIGKILL kills the VMM and the VM with it.
+
+// ociLauncher is the runtime's Launcher: it starts the shim with this
+// process's stdio (the container's: conmon's pipes, or run's terminal) in
+// a session of its own, and waits for its verdict on the VM's build.
+func (g *ociGlobals) ociLauncher() oci.Launcher {
+	return func(st *oci.State, b *oci.Bundle, fifo string) (*os.Process, error) {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		rd, wr, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		defer rd.Close()
+		cmd := exec.Command(self, "oci", "--root", g.root, "shim", st.ID)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.ExtraFiles = []*os.File{wr}
+		// $MICROVM_READY_FD (microvm bench's ready pipe) moves to fd 4
+		// of the VMM, whose fd 3 is the build verdict.
+		if fd, err := strconv.Atoi(os.Getenv("MICROVM_READY_FD")); err == nil && fd >= 3 {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(fd), "ready-fd"))
+			cmd.Env = append(os.Environ(), "MICROVM_READY_FD=4")
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			wr.Close()
+			return nil, err
+		}
+		wr.Close()
+		msg, _ := io.ReadAll(io.LimitReader(rd, 4096))
+		if string(msg) != "ok\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			if len(msg) == 0 {
+				return nil, errors.New("the VMM process ended before it built the VM")
+			}
+			return nil, errors.New(strings.TrimSpace(string(msg)))
+		}
+		return cmd.Process, nil
+	}
+}
+
+func (g *ociGlobals) shimCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "shim ID",
+		Short:  "The VMM process of a container (started by create)",
+		Hidden: true,
+		Args:   exactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			sync := os.NewFile(3, "sync")
+			code, err := g.shim(args[0], sync)
+			if err != nil {
+				if sync != nil {
+					fmt.Fprintf(sync, "%v\n", err)
+					sync.Close()
+				}
+				return withCode(exitOCIError, err)
+			}
+			return silentOrOK(code)
+		},
+	}
+}
+
+// shim builds the container's VM, reports on sync, waits for start and
+// runs the VM; it returns the workload's exit status.
+func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
+	store := oci.Store{Root: g.root}
+	st, err := store.Load(id)
+	if err != nil {
+		return 0, err
+	}
+	b, err := oci.LoadBundle(st.Bundle)
+	if err != nil {
+		return 0, err
+	}
+	kernelPath, err := oci.FindKernel(b.Plan, os.Getenv)
+	if err != nil {
+		return 0, err
+	}
+	kernel, err := os.ReadFile(kernelPath)
+	if err != nil {
+		return 0, fmt.Errorf("guest kernel: %w", err)
+	}
+	bb, err := rootfs.FindBusybox("")
+	if err != nil {
+		return 0, fmt.Errorf("the agent needs a static busybox: %w", err)
+	}
+	initrd, notes, err := oci.GuestImage(b, bb)
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range append(b.Notes, notes...) {
+		fmt.Fprintf(os.Stderr, "microvm oci: %s: %s\n", id, n)
+	}
+	m, err := vmm.New(vmm.Config{
+		Image: kernel, Initrd: initrd, MemoryBytes: uint64(b.Plan.MemoryMB) << 20, CPUs: b.Plan.CPUs,
+		AppendCmdline: oci.GuestCmdline, Console: os.Stdout, CPUIDCacheDir: vmm.RuntimeDir(),
+		KernelCacheDir: defaultKernelCache(),
+		OnReady:        readyNotifier(), // the agent's ready write: the workload starts
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if _, err := sync.WriteString("ok\n"); err != nil {
+		return 0, err
+	}
+	sync.Close()
+
+	// Paused before the first instruction until start writes the fifo (or
+	// a signal ends the container first).
+	started := make(chan error, 1)
+	go func() {
+		f, err := os.Open(store.StartFIFO(id))
+		if err == nil {
+			_, err = f.Read(make([]byte, 1))
+			f.Close()
+		}
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			return 0, fmt.Errorf("start fifo: %w", err)
+		}
+	case s := <-sigs:
+		return 128 + int(s.(syscall.Signal)), nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var killedBy syscall.Signal
+	go func() {
+		select {
+		case s := <-sigs:
+			killedBy = s.(syscall.Signal)
+			m.Stop()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := m.Run(ctx)
+	if err != nil {
+		return 0, err
+	}
+	switch res.Reason {
+	case vmm.ReasonExit:
+		return int(res.Status & 0xff), nil
+	case vmm.ReasonPowerOff, vmm.ReasonHalt, vmm.ReasonReset:
+		return 0, nil
+	case vmm.ReasonStopped:
+		if killedBy != 0 {
+			return 128 + int(killedBy), nil
+		}
+	}
+	return 0, fmt.Errorf("container VM: %s", res.Summary())
+}
