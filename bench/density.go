@@ -305,6 +305,7 @@ func DensityPaths(cfg Config) []DensityPath {
 			return argv, needKVM()
 		}),
 		restoreDensity(cfg, hold),
+		ociDensity(cfg),
 	}
 	rf := &rootfsOnce{cfg: &cfg}
 	for _, rt := range container.Runtimes(cfg.StateDir) {
@@ -363,6 +364,22 @@ func restoreDensity(cfg Config, hold []string) DensityPath {
 	}
 }
 
+// ociDensity is path vm-oci: `microvm oci run` of the busybox bundle
+// with sleep as its process, each a container-VM up once its agent wrote
+// the ready register (the runtime passes $MICROVM_READY_FD to the VMM).
+func ociDensity(cfg Config) DensityPath {
+	r := &ociRunner{cfg: &cfg, rootfs: &rootfsOnce{cfg: &cfg}, args: []string{"/bin/sleep", "100000"}}
+	return DensityPath{
+		Name: "vm-oci", Desc: "`microvm oci run` of busybox sleep: one container-VM each",
+		Setup: r.Setup,
+		Start: func(ctx context.Context, i int) (func() error, error) {
+			argv := append(r.argv[:len(r.argv):len(r.argv)], fmt.Sprintf("density-%d", i))
+			return startHeld(ctx, argv, r.env...)
+		},
+		Close: r.Close,
+	}
+}
+
 // SelectDensityPaths picks paths by a comma-separated list of names ("":
 // all), in the list's order, as SelectRunners does.
 func SelectDensityPaths(all []DensityPath, list string) ([]DensityPath, error) {
@@ -391,8 +408,9 @@ func procDensity(name, desc string, argv func() ([]string, error)) DensityPath {
 	}
 }
 
-// startHeld starts argv with a ready pipe on fd 3 and waits for its byte.
-func startHeld(ctx context.Context, argv []string) (func() error, error) {
+// startHeld starts argv, with env added to the environment, with a ready
+// pipe on fd 3 and waits for its byte.
+func startHeld(ctx context.Context, argv []string, env ...string) (func() error, error) {
 	rd, wr, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -401,7 +419,7 @@ func startHeld(ctx context.Context, argv []string) (func() error, error) {
 	var stderr tailWriter
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.ExtraFiles = []*os.File{wr}
-	cmd.Env = append(os.Environ(), "MICROVM_READY_FD=3")
+	cmd.Env = append(append(os.Environ(), env...), "MICROVM_READY_FD=3")
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,7 @@ import (
 type ociRunner struct {
 	cfg    *Config
 	rootfs *rootfsOnce
+	args   []string // the bundle's process (default /bin/true)
 	dir    string
 	argv   []string
 	env    []string
@@ -56,7 +57,11 @@ func (r *ociRunner) Setup(ctx context.Context) error {
 		return err
 	}
 	bundle := filepath.Join(r.dir, "bundle")
-	c, err := rootfs.NewConfig(rfs, rootfs.BundleOptions{Args: []string{"/bin/true"}})
+	args := r.args
+	if len(args) == 0 {
+		args = []string{"/bin/true"}
+	}
+	c, err := rootfs.NewConfig(rfs, rootfs.BundleOptions{Args: args})
 	if err != nil {
 		return err
 	}

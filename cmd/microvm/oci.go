@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -131,10 +133,19 @@ func (g *ociGlobals) runCmd() *cobra.Command {
 		Args:    exactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			rt := g.runtime()
+			// As runc run: SIGTERM, SIGINT and SIGHUP go to the container.
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+			defer signal.Stop(sigs)
 			st, err := rt.Create(args[0], bundle, opts)
 			if err != nil {
 				return g.report(err)
 			}
+			go func() {
+				for s := range sigs {
+					rt.Kill(st.ID, s.(syscall.Signal))
+				}
+			}()
 			if err := rt.Start(st.ID); err != nil {
 				rt.Delete(st.ID, true)
 				return g.report(err)
