@@ -10,61 +10,10 @@ import (
 
 	"github.com/microvm/microvm/bench/qemuguest"
 	"github.com/microvm/microvm/images"
+	"github.com/microvm/microvm/images/guests"
 	"github.com/microvm/microvm/images/multiboot"
 	"github.com/microvm/microvm/images/pvh"
 )
-
-// pvhELF32 builds an ELF32 i386 executable loaded at paddr whose Xen
-// PHYS32_ENTRY note (a descriptor of the given bytes) names the entry.
-func pvhELF32(paddr uint32, code, desc []byte) []byte {
-	le := binary.LittleEndian
-	const codeOff = 0x1000
-	h := make([]byte, codeOff)
-	copy(h, []byte{0x7f, 'E', 'L', 'F', 1, 1, 1})
-	le.PutUint16(h[16:], 2) // ET_EXEC
-	le.PutUint16(h[18:], 3) // EM_386
-	le.PutUint32(h[20:], 1)
-	le.PutUint32(h[24:], paddr)
-	le.PutUint32(h[28:], 52)
-	le.PutUint16(h[40:], 52)
-	le.PutUint16(h[42:], 32)
-	le.PutUint16(h[44:], 2)
-	le.PutUint16(h[46:], 40)
-	note := le.AppendUint32(nil, 4)
-	note = le.AppendUint32(note, uint32(len(desc)))
-	note = le.AppendUint32(note, pvh.NotePhys32Entry)
-	note = append(append(note, "Xen\x00"...), desc...)
-	const noteOff = 52 + 64
-	copy(h[noteOff:], note)
-	ph := func(i int, vals ...uint32) {
-		for j, v := range vals {
-			le.PutUint32(h[52+32*i+4*j:], v)
-		}
-	}
-	ph(0, 1, codeOff, paddr, paddr, uint32(len(code)), uint32(len(code)), 5, 4)
-	ph(1, 4, noteOff, 0, 0, uint32(len(note)), uint32(len(note)), 4, 4)
-	return append(h, code...)
-}
-
-// pvhGuest is a 32-bit PVH kernel at 1 MiB that exits with nr_modules +
-// the first byte of module 0 + memmap_entries when EBX points at a start
-// info with the PVH magic, and with 1 when it does not.
-func pvhGuest() []byte {
-	code := prog(
-		[]byte{0x81, 0x3b, 0x78, 0xc5, 0x6e, 0x33}, // cmp dword [ebx], 0x336ec578
-		[]byte{0x75, 0x12},                         // jne bad
-		[]byte{0x8b, 0x43, 0x0c},                   // mov eax, [ebx+12]  nr_modules
-		[]byte{0x8b, 0x73, 0x10},                   // mov esi, [ebx+16]  modlist_paddr
-		[]byte{0x8b, 0x36},                         // mov esi, [esi]     module 0's paddr
-		[]byte{0x0f, 0xb6, 0x0e},                   // movzx ecx, byte [esi]
-		[]byte{0x01, 0xc8},                         // add eax, ecx
-		[]byte{0x03, 0x43, 0x30},                   // add eax, [ebx+48]  memmap_entries
-		[]byte{0xeb, 0x02},                         // jmp out
-		movAL(1),                                   // bad:
-		exitWithAL,                                 // out:
-	)
-	return pvhELF32(0x100000, code, binary.LittleEndian.AppendUint32(nil, 0x100000))
-}
 
 // TestPVHGuest enters a PVH kernel per start_info.h: 32-bit protected
 // mode, EBX = struct hvm_start_info with the magic, the modules (the
@@ -72,7 +21,7 @@ func pvhGuest() []byte {
 func TestPVHGuest(t *testing.T) {
 	mods := []multiboot.Module{{Name: "b", Data: []byte{9}, Cmdline: "second"}}
 	for _, format := range []images.Format{images.FormatUnknown, images.FormatPVH} {
-		res, _ := boot(t, Config{Image: pvhGuest(), Format: format, MemoryBytes: 64 << 20,
+		res, _ := boot(t, Config{Image: guests.PVH(), Format: format, MemoryBytes: 64 << 20,
 			Initrd: []byte{5, 1, 2}, Modules: mods, Cmdline: "pvh test"}, 0)
 		// 2 modules + the initrd's first byte 5 + 3 memory map entries.
 		if res.Reason != ReasonExit || res.Status != 2+5+3 {
@@ -110,9 +59,9 @@ func TestPVHBadImage(t *testing.T) {
 		img  []byte
 		want string
 	}{
-		{"note too short", pvhELF32(0x100000, code, []byte{0, 0}), "2-byte descriptor"},
-		{"entry outside the image", pvhELF32(0x100000, code, binary.LittleEndian.AppendUint32(nil, 0x400000)), "outside the loaded segments"},
-		{"entry outside RAM", pvhELF32(0x10000000, code, binary.LittleEndian.AppendUint32(nil, 0x10000000)), "outside guest RAM"},
+		{"note too short", guests.PVHImage(0x100000, code, []byte{0, 0}), "2-byte descriptor"},
+		{"entry outside the image", guests.PVHImage(0x100000, code, binary.LittleEndian.AppendUint32(nil, 0x400000)), "outside the loaded segments"},
+		{"entry outside RAM", guests.PVHImage(0x10000000, code, binary.LittleEndian.AppendUint32(nil, 0x10000000)), "outside guest RAM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(Config{System: sys, Image: tc.img, Format: images.FormatPVH, MemoryBytes: 64 << 20})
