@@ -108,9 +108,6 @@ func (c Config) withDefaults() (Config, error) {
 	if c.restore != nil && c.PauseAtReady {
 		return c, configErrorf("a restored machine has passed its ready write: it cannot pause at it")
 	}
-	if c.PauseAtReady && (len(c.Disks) > 0 || len(c.Nets) > 0 || c.RNG) {
-		return c, configErrorf("a snapshot cannot hold virtio devices yet (their queues are not saved): drop --disk, --net and --rng")
-	}
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemory
 	}

@@ -339,7 +339,9 @@ func (m *Machine) Run(ctx context.Context) (*Result, error) {
 	}
 	m.setupTime = time.Since(m.launched)
 	if m.cfg.restore != nil {
-		// A restored guest resumes right after its ready write.
+		// A restored guest resumes right after its ready write; its
+		// virtio devices look at their queues first.
+		m.resumeVirtio()
 		m.onReady()
 	}
 	// Raw KVM_RUN (cheaper exits) only while a P stays free for the

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 
+	"github.com/microvm/microvm/devices/virtio"
 	"github.com/microvm/microvm/kvm"
 	"golang.org/x/sys/unix"
 )
@@ -121,9 +123,26 @@ type SnapshotState struct {
 	DebugExit      bool         `json:"debug_exit,omitempty"`
 	VCPUs          []VCPUState  `json:"vcpus"`
 	VM             VMState      `json:"vm"`
-	// Devices holds each device's state by name ("serial", "virtio-blk0");
-	// the device's own State type defines the JSON.
+	// Devices holds each device's state by name ("serial"); the device's
+	// own State type defines the JSON.
 	Devices map[string]json.RawMessage `json:"devices,omitempty"`
+	// Virtio lists the virtio-mmio devices in placement order: disks,
+	// then network devices, then the entropy device.
+	Virtio []VirtioState `json:"virtio,omitempty"`
+}
+
+// VirtioState is one virtio-mmio device of a snapshot: what it is, the
+// host resource behind it, and its transport's state.
+type VirtioState struct {
+	Name string          `json:"name"` // blk0, net0, rng0, ...
+	Type virtio.DeviceID `json:"type"`
+	// Disk and ReadOnly are a blk device's image (an absolute path).
+	Disk     string `json:"disk,omitempty"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	// Tap and MAC are a net device's tap interface and guest address.
+	Tap       string           `json:"tap,omitempty"`
+	MAC       string           `json:"mac,omitempty"`
+	Transport virtio.MMIOState `json:"transport"`
 }
 
 // EncodeSnapshotState serializes st into the state file format.
@@ -216,10 +235,56 @@ func (st *SnapshotState) validate() error {
 			return bad("vCPU %d: MP state %d", i, c.MPState)
 		}
 	}
+	if err := validateVirtio(st.Virtio); err != nil {
+		return bad("%v", err)
+	}
 	for name, chip := range map[string][]byte{"pic_master": st.VM.PICMaster, "pic_slave": st.VM.PICSlave, "ioapic": st.VM.IOAPIC} {
 		if len(chip) != 0 && len(chip) != len(kvm.IRQChip{}.Chip) {
 			return bad("%s state of %d bytes", name, len(chip))
 		}
+	}
+	return nil
+}
+
+// maxSnapshotQueues bounds the queues of one virtio device in a state.
+const maxSnapshotQueues = 16
+
+// validateVirtio checks a snapshot's device list: at most
+// MaxVirtioDevices, disks then network devices then at most one entropy
+// device, each named by its kind and index, with what its kind needs.
+func validateVirtio(devs []VirtioState) error {
+	if len(devs) > MaxVirtioDevices {
+		return fmt.Errorf("%d virtio devices, at most %d", len(devs), MaxVirtioDevices)
+	}
+	rank := map[virtio.DeviceID]int{virtio.DeviceBlock: 0, virtio.DeviceNet: 1, virtio.DeviceRNG: 2}
+	prefix := map[virtio.DeviceID]string{virtio.DeviceBlock: "blk", virtio.DeviceNet: "net", virtio.DeviceRNG: "rng"}
+	count := map[virtio.DeviceID]int{}
+	last := 0
+	for i, d := range devs {
+		r, ok := rank[d.Type]
+		switch {
+		case !ok:
+			return fmt.Errorf("virtio device %d: type %d is not one microvm makes", i, d.Type)
+		case r < last:
+			return fmt.Errorf("virtio device %d (%s): out of placement order", i, d.Name)
+		case d.Name != fmt.Sprintf("%s%d", prefix[d.Type], count[d.Type]):
+			return fmt.Errorf("virtio device %d: name %q, want %s%d", i, d.Name, prefix[d.Type], count[d.Type])
+		case d.Type == virtio.DeviceRNG && count[d.Type] > 0:
+			return fmt.Errorf("virtio device %d: a second entropy device", i)
+		case d.Type == virtio.DeviceBlock && !filepath.IsAbs(d.Disk):
+			return fmt.Errorf("virtio %s: disk path %q is not absolute", d.Name, d.Disk)
+		case d.Type == virtio.DeviceNet && virtio.ValidTapName(d.Tap) != nil:
+			return fmt.Errorf("virtio %s: tap %q: %v", d.Name, d.Tap, virtio.ValidTapName(d.Tap))
+		case len(d.Transport.Queues) > maxSnapshotQueues:
+			return fmt.Errorf("virtio %s: %d queues, at most %d", d.Name, len(d.Transport.Queues), maxSnapshotQueues)
+		}
+		if d.Type == virtio.DeviceNet {
+			if mac, err := net.ParseMAC(d.MAC); err != nil || len(mac) != 6 {
+				return fmt.Errorf("virtio %s: MAC %q is not a 6-byte address", d.Name, d.MAC)
+			}
+		}
+		count[d.Type]++
+		last = r
 	}
 	return nil
 }

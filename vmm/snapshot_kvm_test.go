@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microvm/microvm/devices/virtio"
 	"github.com/microvm/microvm/images"
 )
 
@@ -249,17 +251,135 @@ func TestSnapshotAtReadyRestoredThreeTimes(t *testing.T) {
 	}
 }
 
-// TestSnapshotRefusesRunningAndVirtio: no snapshot of a machine whose
-// vCPUs run, nor of one with virtio devices (not snapshotted yet).
-func TestSnapshotRefusesVirtio(t *testing.T) {
+// TestSnapshotVirtioBlkMidRun pauses the virtio guest in the middle of
+// its random disk reads (bench=N: one request in the queue at a time,
+// polled), snapshots it with its queue live, and restores it three times:
+// each restored guest must finish the remaining reads through the
+// restored queue — the device picking up exactly where the snapshot left
+// it, N minus the used index the snapshot holds — and exit 0.
+func TestSnapshotVirtioBlkMidRun(t *testing.T) {
 	sys := openKVM(t)
-	m, err := New(Config{Image: exitWithAL, Format: images.FormatFlat, System: sys, RNG: true})
+	disk, _ := randomDisk(t, 8<<20/512)
+	const reads = 4000
+	m, err := New(Config{Image: guest(t, "virtio"), Cmdline: fmt.Sprintf("bench=%d", reads), System: sys,
+		Disks: []DiskConfig{{Path: disk, ReadOnly: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Snapshot(t.TempDir()); err == nil || !strings.Contains(err.Error(), "virtio") {
-		t.Errorf("snapshot with virtio-rng: %v, want a refusal naming virtio", err)
+	go func() {
+		for m.VirtioDevices()[0].Stats.Chains < 20 {
+			select {
+			case <-m.Done():
+				return
+			case <-time.After(100 * time.Microsecond):
+			}
+		}
+		m.Pause()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := m.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != ReasonPaused {
+		t.Fatalf("%s; want paused mid-run (the guest did %d reads first)", res.Summary(), m.VirtioDevices()[0].Stats.Chains)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	if err := m.Snapshot(dir); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	st, err := ReadSnapshotState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Virtio) != 1 || st.Virtio[0].Disk != disk || !st.Virtio[0].ReadOnly || len(st.Virtio[0].Transport.Queues) != 1 {
+		t.Fatalf("snapshot's virtio devices: %+v", st.Virtio)
+	}
+	q := st.Virtio[0].Transport.Queues[0]
+	if !q.Ready || q.NextUsed == 0 || q.NextUsed >= reads || st.Virtio[0].Transport.Status&virtio.StatusDriverOK == 0 {
+		t.Fatalf("snapshot's queue %+v, status %#x: want a live queue part-way through %d reads", q, st.Virtio[0].Transport.Status, reads)
+	}
+	t.Logf("snapshot after %d of %d reads (queue %+v)", q.NextUsed, reads, q)
+	for i := 0; i < 3; i++ {
+		r, err := Restore(dir, Config{System: sys})
+		if err != nil {
+			t.Fatalf("restore %d: %v", i, err)
+		}
+		res, err := r.Run(ctx)
+		devs := r.VirtioDevices()
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reason != ReasonExit || res.Status != 0 {
+			t.Fatalf("restore %d: %s; want exit 0 (status 41: a read failed)", i, res.Summary())
+		}
+		if want := uint64(reads - int(q.NextUsed)); len(devs) != 1 || devs[0].Stats.Chains != want {
+			t.Errorf("restore %d: the restored disk answered %d requests, want %d (the reads left)", i, devs[0].Stats.Chains, want)
+		}
+		t.Logf("restore %d: %d reads to exit in %v", i, devs[0].Stats.Chains, res.ExitAfter)
+	}
+}
+
+// TestRestoreVirtioBadState: a snapshot whose queue lies outside guest
+// RAM, or whose disk is gone, is refused with a snapshot error.
+func TestRestoreVirtioBadState(t *testing.T) {
+	sys := openKVM(t)
+	disk, _ := randomDisk(t, 64)
+	m, err := New(Config{Image: guest(t, "virtio"), Cmdline: "bench=0", System: sys, PauseAtReady: true,
+		Disks: []DiskConfig{{Path: disk, ReadOnly: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if res := runMachine(t, m); res.Reason != ReasonPaused {
+		t.Fatalf("%s, want paused at ready", res.Summary())
+	}
+	dir := t.TempDir()
+	if err := m.Snapshot(dir); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadSnapshotState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*SnapshotState)
+		want error
+	}{
+		{"queue outside RAM", func(s *SnapshotState) { s.Virtio[0].Transport.Queues[0].DescAddr = 1 << 40 }, ErrSnapshotCorrupt},
+		{"features not offered", func(s *SnapshotState) { s.Virtio[0].Transport.DriverFeatures |= 1 << 60 }, ErrSnapshotCorrupt},
+		{"disk gone", func(s *SnapshotState) { s.Virtio[0].Disk = filepath.Join(dir, "nosuch") }, os.ErrNotExist},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := *st
+			bad.Virtio = append([]VirtioState(nil), st.Virtio...)
+			bad.Virtio[0].Transport.Queues = append([]virtio.QueueState(nil), st.Virtio[0].Transport.Queues...)
+			tc.edit(&bad)
+			b, err := EncodeSnapshotState(&bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := t.TempDir()
+			if err := os.WriteFile(filepath.Join(d, SnapshotStateFile), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Link(filepath.Join(dir, SnapshotMemoryFile), filepath.Join(d, SnapshotMemoryFile)); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Restore(d, Config{System: sys})
+			if err == nil {
+				r.Close()
+				t.Fatal("restored")
+			}
+			if !errors.Is(err, tc.want) {
+				t.Errorf("%v, want %v", err, tc.want)
+			}
+		})
 	}
 }
 

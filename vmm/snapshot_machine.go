@@ -108,8 +108,10 @@ func (f *SnapshotFiles) Write(m *Machine) error {
 			return errors.New("snapshot: machine is running; pause it first (Config.PauseAtReady, Pause)")
 		}
 	}
-	if len(m.virtio) > 0 {
-		return fmt.Errorf("snapshot: the machine has %d virtio device(s), whose queues microvm does not snapshot yet", len(m.virtio))
+	// No chain in flight from here on: device state and memory agree.
+	for _, vd := range m.virtio {
+		vd.dev.Pause()
+		defer vd.dev.Resume()
 	}
 	st, err := m.captureState()
 	if err != nil {
@@ -240,6 +242,9 @@ func (m *Machine) captureState() (*SnapshotState, error) {
 	}
 	st.Devices = map[string]json.RawMessage{"serial": serial}
 	st.DebugExit = m.cfg.DebugExit
+	if st.Virtio, err = m.virtioStates(); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
@@ -253,10 +258,13 @@ type snapshotSource struct {
 // Restore builds a machine from the snapshot in dir: guest RAM is a
 // copy-on-write private mapping of dir/memory (pages fault in lazily;
 // restores of one snapshot share its clean pages in the page cache), and
-// every vCPU, the in-kernel irqchip, PIT and clock and the UART get the
-// snapshot's state. No image is read: cfg gives the host side (System,
-// Console, Logger, OnReady, CPUIDCacheDir, Host); Image and Format are
-// ignored, and MemoryBytes and CPUs, when set, must match the snapshot's.
+// every vCPU, the in-kernel irqchip, PIT and clock, the UART and the
+// virtio transports get the snapshot's state. No image is read: cfg gives
+// the host side (System, Console, Logger, OnReady, CPUIDCacheDir, Host);
+// Image and Format are ignored, and MemoryBytes and CPUs, when set, must
+// match the snapshot's. The virtio devices are the snapshot's, on the
+// disk images and taps it names; cfg.Disks, when given, must list as many
+// disks and replaces their paths (or open files), and cfg.Nets their taps.
 // Run resumes the guest where the snapshot stopped it and counts it ready
 // at once. Every refusal wraps ErrNotSnapshot or one of the ErrSnapshot*
 // errors.
@@ -276,6 +284,9 @@ func Restore(dir string, cfg Config) (*Machine, error) {
 		return nil, err
 	}
 	defer mem.Close()
+	if err := restoreVirtioConfig(&cfg, st.Virtio); err != nil {
+		return nil, err
+	}
 	cfg.MemoryBytes, cfg.CPUs = st.MemSize, len(st.VCPUs)
 	cfg.IRQChip, cfg.DebugExit = len(st.VM.IOAPIC) != 0, st.DebugExit
 	cfg.Image, cfg.Format, cfg.PauseAtReady = nil, 0, false
@@ -324,6 +335,9 @@ func (m *Machine) restore(src *snapshotSource) error {
 			return fmt.Errorf("%w: serial state: %v", ErrSnapshotCorrupt, err)
 		}
 		m.serial.SetState(s)
+	}
+	if err := m.restoreVirtio(st.Virtio); err != nil {
+		return err
 	}
 	for i, c := range m.cpus {
 		if len(st.VCPUs[i].CPUID) > 0 {

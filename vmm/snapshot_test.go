@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/microvm/microvm/devices/virtio"
 	"github.com/microvm/microvm/kvm"
 )
 
@@ -19,6 +21,12 @@ func sampleSnapshotState() *SnapshotState {
 		MemSize:        4 * snapshotPageSize,
 		VCPUs:          []VCPUState{{MSRs: []kvm.MSREntry{{Index: 0xc0000103, Data: 7}}, LAPIC: make([]byte, 1024), XSave: make([]byte, kvm.XSaveSize)}},
 		VM:             VMState{IOAPIC: make([]byte, 512), Clock: 12345},
+		Virtio: []VirtioState{
+			{Name: "blk0", Type: virtio.DeviceBlock, Disk: "/var/lib/disk.img", ReadOnly: true,
+				Transport: virtio.MMIOState{Status: 15, Queues: []virtio.QueueState{{Size: 8, Ready: true, LastAvail: 3, NextUsed: 3}}}},
+			{Name: "net0", Type: virtio.DeviceNet, Tap: "tap0", MAC: "02:00:00:00:00:01"},
+			{Name: "rng0", Type: virtio.DeviceRNG},
+		},
 	}
 	st.VCPUs[0].Regs.RIP = 0x100123
 	st.VCPUs[0].Regs.RBX = 0xfeedface
@@ -36,7 +44,8 @@ func TestSnapshotStateRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.VCPUs[0].Regs != st.VCPUs[0].Regs || got.VM.Clock != 12345 || got.CPU != st.CPU ||
-		got.VCPUs[0].MSRs[0] != st.VCPUs[0].MSRs[0] || len(got.VM.IOAPIC) != 512 {
+		got.VCPUs[0].MSRs[0] != st.VCPUs[0].MSRs[0] || len(got.VM.IOAPIC) != 512 ||
+		len(got.Virtio) != 3 || got.Virtio[0].Transport.Queues[0] != st.Virtio[0].Transport.Queues[0] || got.Virtio[1].MAC != st.Virtio[1].MAC {
 		t.Errorf("round trip changed the state: %+v", got)
 	}
 }
@@ -223,4 +232,42 @@ func FuzzSnapshotState(f *testing.F) {
 			t.Fatalf("re-encoded state does not parse: %v", err)
 		}
 	})
+}
+
+// TestSnapshotVirtioRefusals: the device list of a state must be one
+// microvm could have made.
+func TestSnapshotVirtioRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func([]VirtioState) []VirtioState
+	}{
+		{"unknown type", func(d []VirtioState) []VirtioState { d[2].Type = 9; return d }},
+		{"out of order", func(d []VirtioState) []VirtioState { return []VirtioState{d[1], d[0]} }},
+		{"misnamed", func(d []VirtioState) []VirtioState { d[0].Name = "blk1"; return d }},
+		{"two entropy devices", func(d []VirtioState) []VirtioState {
+			return append(d, VirtioState{Name: "rng1", Type: virtio.DeviceRNG})
+		}},
+		{"relative disk", func(d []VirtioState) []VirtioState { d[0].Disk = "disk.img"; return d }},
+		{"bad tap", func(d []VirtioState) []VirtioState { d[1].Tap = "../x"; return d }},
+		{"bad MAC", func(d []VirtioState) []VirtioState { d[1].MAC = "nope"; return d }},
+		{"too many queues", func(d []VirtioState) []VirtioState {
+			d[0].Transport.Queues = make([]virtio.QueueState, maxSnapshotQueues+1)
+			return d
+		}},
+		{"too many devices", func(d []VirtioState) []VirtioState {
+			var out []VirtioState
+			for i := 0; i <= MaxVirtioDevices; i++ {
+				out = append(out, VirtioState{Name: fmt.Sprintf("blk%d", i), Type: virtio.DeviceBlock, Disk: "/d"})
+			}
+			return out
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := sampleSnapshotState()
+			st.Virtio = tc.edit(st.Virtio)
+			if _, err := EncodeSnapshotState(st); !errors.Is(err, ErrSnapshotCorrupt) {
+				t.Errorf("%v, want ErrSnapshotCorrupt", err)
+			}
+		})
+	}
 }

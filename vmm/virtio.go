@@ -315,3 +315,96 @@ func (m *Machine) virtioCmdline() string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// virtioStates describes the machine's virtio devices for a snapshot; the
+// devices must be paused.
+func (m *Machine) virtioStates() ([]VirtioState, error) {
+	var out []VirtioState
+	nDisks := len(m.cfg.Disks)
+	for i, vd := range m.virtio {
+		s := VirtioState{Name: vd.Name, Type: vd.Type, Transport: vd.dev.State()}
+		switch {
+		case i < nDisks:
+			d := m.cfg.Disks[i]
+			abs, err := filepath.Abs(d.Path)
+			if err != nil {
+				return nil, fmt.Errorf("virtio %s: %w", vd.Name, err)
+			}
+			s.Disk, s.ReadOnly = abs, d.ReadOnly
+		case i < nDisks+len(m.cfg.Nets):
+			n := m.cfg.Nets[i-nDisks]
+			mac := n.MAC
+			if mac == nil {
+				mac = virtio.DefaultMAC(n.Tap)
+			}
+			s.Tap, s.MAC = n.Tap, mac.String()
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// restoreVirtioConfig sets cfg's virtio devices to a snapshot's: its
+// disks (unless cfg.Disks lists as many, which replace them), its network
+// devices (likewise cfg.Nets) and its entropy device.
+func restoreVirtioConfig(cfg *Config, devs []VirtioState) error {
+	var disks []DiskConfig
+	var nets []NetConfig
+	rng := false
+	for _, d := range devs {
+		switch d.Type {
+		case virtio.DeviceBlock:
+			disks = append(disks, DiskConfig{Path: d.Disk, ReadOnly: d.ReadOnly})
+		case virtio.DeviceNet:
+			mac, _ := net.ParseMAC(d.MAC) // checked by the parser
+			nets = append(nets, NetConfig{Tap: d.Tap, MAC: mac})
+		case virtio.DeviceRNG:
+			rng = true
+		}
+	}
+	if len(cfg.Disks) > 0 && len(cfg.Disks) != len(disks) {
+		return fmt.Errorf("%w: snapshot has %d disks, the configuration gives %d", ErrSnapshotCorrupt, len(disks), len(cfg.Disks))
+	}
+	if len(cfg.Nets) > 0 && len(cfg.Nets) != len(nets) {
+		return fmt.Errorf("%w: snapshot has %d network devices, the configuration gives %d", ErrSnapshotCorrupt, len(nets), len(cfg.Nets))
+	}
+	for i := range cfg.Disks {
+		cfg.Disks[i].ReadOnly = disks[i].ReadOnly // the guest was told
+	}
+	if len(cfg.Disks) == 0 {
+		cfg.Disks = disks
+	}
+	for i := range cfg.Nets {
+		cfg.Nets[i].MAC = nets[i].MAC // the guest knows its address
+	}
+	if len(cfg.Nets) == 0 {
+		cfg.Nets = nets
+	}
+	cfg.RNG = rng
+	return nil
+}
+
+// restoreVirtio gives the freshly made devices the snapshot's transport
+// state (guest RAM is the snapshot's already); they stay paused until Run.
+func (m *Machine) restoreVirtio(devs []VirtioState) error {
+	if len(devs) != len(m.virtio) {
+		return fmt.Errorf("%w: snapshot has %d virtio devices, the machine %d", ErrSnapshotCorrupt, len(devs), len(m.virtio))
+	}
+	for i, vd := range m.virtio {
+		if devs[i].Type != vd.Type || devs[i].Name != vd.Name {
+			return fmt.Errorf("%w: virtio device %d is %s in the snapshot, %s here", ErrSnapshotCorrupt, i, devs[i].Name, vd.Name)
+		}
+		if err := vd.dev.SetState(devs[i].Transport); err != nil {
+			return fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
+		}
+	}
+	return nil
+}
+
+// resumeVirtio lets restored devices process their queues again (Run
+// calls it before the vCPUs resume).
+func (m *Machine) resumeVirtio() {
+	for _, vd := range m.virtio {
+		vd.dev.Resume()
+	}
+}

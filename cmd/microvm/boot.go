@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microvm/microvm/devices/virtio"
 	"github.com/microvm/microvm/images"
 	"github.com/microvm/microvm/images/guests"
 	"github.com/microvm/microvm/images/multiboot"
@@ -256,6 +257,19 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 			}
 		}()
 	}
+	if f.restore != "" {
+		// The snapshot, not the flags, named the virtio devices.
+		for _, d := range m.VirtioDevices() {
+			switch d.Type {
+			case virtio.DeviceBlock:
+				f.sandbox.devices.Block = true
+			case virtio.DeviceNet:
+				f.sandbox.devices.Net = true
+			case virtio.DeviceRNG:
+				f.sandbox.devices.RNG = true
+			}
+		}
+	}
 	reserveProcs(cfg.CPUs) // before the seccomp filter: it may start threads
 	if err := a.sandboxLockdown(&f.sandbox); err != nil {
 		return err
@@ -396,9 +410,6 @@ func bootConfig(args []string, f *bootFlags) (vmm.Config, string, error) {
 	cfg.PauseAtReady = f.snapshot != ""
 	if f.snapshot != "" && f.onSignal != "" {
 		return cfg, "", usageErrorf("give --snapshot-on-ready or --snapshot-on-signal, not both")
-	}
-	if f.onSignal != "" && (len(cfg.Disks) > 0 || len(cfg.Nets) > 0 || cfg.RNG) {
-		return cfg, "", usageErrorf("--snapshot-on-signal: a snapshot cannot hold virtio devices yet (their queues are not saved): drop --disk, --net and --rng")
 	}
 	return cfg, name, nil
 }

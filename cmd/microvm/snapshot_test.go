@@ -49,6 +49,29 @@ func TestBootSnapshotRestore(t *testing.T) {
 		t.Errorf("bit-flipped state: status %d, stderr %q; want %d", r.code, r.stderr, exitSnapshot)
 	}
 
+	// The virtio guest at ready with its disk set up (bench=200: 200 reads
+	// after the ready write): the restore reopens the disk the snapshot
+	// names and the guest's reads go through the restored queue (41 if
+	// one fails).
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vdir := filepath.Join(t.TempDir(), "virtio")
+	if r := sbRun(t, time.Minute, "boot", "--guest", "virtio", "--disk", disk+",ro", "--cmdline", "bench=200", "--snapshot-on-ready", vdir); r.code != 0 || r.signal != 0 {
+		t.Fatalf("virtio --snapshot-on-ready: status %d, signal %v; stderr:\n%s", r.code, r.signal, r.stderr)
+	}
+	if r := sbRun(t, time.Minute, "boot", "--restore", vdir); r.code != 0 || r.signal != 0 {
+		t.Errorf("virtio --restore: status %d, signal %v; stderr:\n%s", r.code, r.signal, r.stderr)
+	}
+	if r := sbRun(t, time.Minute, "boot", "--restore", vdir, "--disk", disk); r.code != exitUsage {
+		t.Errorf("--restore with --disk: status %d, want %d (the snapshot names its disks)", r.code, exitUsage)
+	}
+	os.Remove(disk)
+	if r := sbRun(t, time.Minute, "boot", "--restore", vdir); r.code == 0 || !strings.Contains(r.stderr, "disk.img") {
+		t.Errorf("virtio --restore without its disk: status %d, stderr %q; want a failure naming the disk", r.code, r.stderr)
+	}
+
 	// --snapshot-on-signal: the held exit guest (ready, then idle with
 	// the irqchip) snapshotted on SIGUSR1; its restore idles on until the
 	// timeout (124), neither crashing nor exiting.

@@ -180,6 +180,8 @@ type MMIODevice struct {
 	shmSel       uint32
 	stats        Stats
 	loggedErrors int
+	// paused: notifications and Fill are held off (Pause, Resume).
+	paused bool
 }
 
 // NewMMIODevice puts backend behind the MMIO transport. mem is guest
@@ -443,8 +445,8 @@ func (d *MMIODevice) Notify(q int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stats.Notifications++
-	if q < 0 || q >= len(d.queues) {
-		return
+	if q < 0 || q >= len(d.queues) || d.paused {
+		return // a paused device looks at every queue when it resumes
 	}
 	if !d.running() {
 		if d.status&StatusNeedsReset == 0 {
@@ -506,7 +508,7 @@ var ErrNotRunning = errors.New("virtio device not running")
 func (d *MMIODevice) Fill(qi int, fill func(c *Chain) (written uint32, err error)) (ok bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if qi < 0 || qi >= len(d.queues) || !d.running() || !d.queues[qi].Ready() {
+	if qi < 0 || qi >= len(d.queues) || d.paused || !d.running() || !d.queues[qi].Ready() {
 		return false, ErrNotRunning
 	}
 	q := d.queues[qi]
@@ -557,4 +559,88 @@ func (d *MMIODevice) interrupt(bit uint32) {
 		d.loggedErrors++
 		d.log.Warn("virtio interrupt failed", "device", d.backend.DeviceID().String(), "err", err)
 	}
+}
+
+// MMIOState is what a snapshot keeps of a transport: the driver-written
+// registers, the interrupt status and every queue. The device's offer
+// (features, configuration space, queue sizes) comes from the backend.
+type MMIOState struct {
+	DriverFeatures  uint64       `json:"driver_features"`
+	DeviceFeatSel   uint32       `json:"device_features_sel"`
+	DriverFeatSel   uint32       `json:"driver_features_sel"`
+	Status          uint32       `json:"status"`
+	QueueSel        uint32       `json:"queue_sel"`
+	InterruptStatus uint32       `json:"interrupt_status"`
+	SHMSel          uint32       `json:"shm_sel"`
+	Queues          []QueueState `json:"queues"`
+}
+
+// Pause holds off queue processing: once it returns, no chain is being
+// processed and none will be until Resume, so guest memory and State
+// agree (a snapshot). Notifications that come meanwhile are counted.
+func (d *MMIODevice) Pause() {
+	d.mu.Lock()
+	d.paused = true
+	d.mu.Unlock()
+}
+
+// Resume ends a Pause and, on a running device, processes every queue:
+// the driver may have made buffers available while it was paused.
+func (d *MMIODevice) Resume() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.paused = false
+	if d.running() {
+		for i := range d.queues {
+			d.processLocked(i)
+		}
+	}
+}
+
+// State returns the transport's state.
+func (d *MMIODevice) State() MMIOState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := MMIOState{
+		DriverFeatures: d.drvFeatures, DeviceFeatSel: d.devFeatSel, DriverFeatSel: d.drvFeatSel,
+		Status: d.status, QueueSel: d.queueSel, InterruptStatus: d.intStatus, SHMSel: d.shmSel,
+	}
+	for _, q := range d.queues {
+		s.Queues = append(s.Queues, q.State())
+	}
+	return s
+}
+
+// SetState gives a freshly made transport s (from a snapshot: untrusted)
+// and leaves it paused: call Resume when the guest runs again. s must
+// match the backend — as many queues, no queue over its maximum size, no
+// feature the device does not offer — and every ready queue must lie in
+// guest memory; otherwise the device is left reset and an error says why.
+func (d *MMIODevice) SetState(s MMIOState) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.paused = true
+	err := d.setStateLocked(s)
+	if err != nil {
+		d.reset()
+		d.stats = Stats{}
+	}
+	return err
+}
+
+func (d *MMIODevice) setStateLocked(s MMIOState) error {
+	if len(s.Queues) != len(d.queues) {
+		return fmt.Errorf("virtio %s: state has %d queues, the device %d", d.backend.DeviceID(), len(s.Queues), len(d.queues))
+	}
+	if s.DriverFeatures&^d.devFeatures != 0 {
+		return fmt.Errorf("virtio %s: state accepts features %#x the device does not offer", d.backend.DeviceID(), s.DriverFeatures&^d.devFeatures)
+	}
+	for i, qs := range s.Queues {
+		if err := d.queues[i].SetState(qs, d.mem); err != nil {
+			return fmt.Errorf("virtio %s: queue %d: %w", d.backend.DeviceID(), i, err)
+		}
+	}
+	d.drvFeatures, d.devFeatSel, d.drvFeatSel = s.DriverFeatures, s.DeviceFeatSel, s.DriverFeatSel
+	d.status, d.queueSel, d.intStatus, d.shmSel = s.Status, s.QueueSel, s.InterruptStatus, s.SHMSel
+	return nil
 }

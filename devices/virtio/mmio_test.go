@@ -391,3 +391,87 @@ func TestChainAccessors(t *testing.T) {
 		t.Errorf("WriteAt past the end wrote %d", n)
 	}
 }
+
+// TestStateRoundTrip moves a running device's state into a fresh
+// transport over the same memory: the new one must continue the ring
+// where the old one stopped, and a request offered while the old one was
+// paused must be answered by the new one when it resumes.
+func TestStateRoundTrip(t *testing.T) {
+	rec := &recorder{max: 8}
+	dr := newDriver(t, rec, &countIRQ{})
+	dr.start(1, 8)
+	r := dr.rings[0]
+	r.setDesc(0, dataBase, 7, descFNext, 1)
+	r.setDesc(1, dataBase+0x100, 4, descFWrite, 0)
+	for i := 0; i < 3; i++ {
+		r.offer(0)
+		dr.w(RegQueueNotify, 0)
+	}
+	dr.d.Pause()
+	r.offer(0)
+	dr.w(RegQueueNotify, 0) // held off
+	if r.usedIdx() != 3 || rec.chains != 3 {
+		t.Fatalf("paused device answered: used idx %d, chains %d", r.usedIdx(), rec.chains)
+	}
+	st := dr.d.State()
+	if q := st.Queues[0]; !q.Ready || q.LastAvail != 3 || q.NextUsed != 3 || q.Size != 8 || st.Status&StatusDriverOK == 0 {
+		t.Fatalf("state %+v", st)
+	}
+
+	rec2 := &recorder{max: 8}
+	d2 := NewMMIODevice(rec2, dr.m, &countIRQ{}, nil)
+	if err := d2.SetState(st); err != nil {
+		t.Fatal(err)
+	}
+	if rec2.chains != 0 {
+		t.Fatal("SetState processed a queue before Resume")
+	}
+	d2.Resume()
+	if r.usedIdx() != 4 || rec2.chains != 1 {
+		t.Fatalf("after Resume: used idx %d, chains %d; want the held-off request answered", r.usedIdx(), rec2.chains)
+	}
+	dr2 := &driver{t: t, d: d2, m: dr.m, rings: dr.rings}
+	if dr2.r(RegStatus) != st.Status || dr2.r(RegQueueReady) != 1 || dr2.r(RegQueueDescLow) != uint32(r.desc) {
+		t.Errorf("registers after SetState: status %#x ready %d desc %#x", dr2.r(RegStatus), dr2.r(RegQueueReady), dr2.r(RegQueueDescLow))
+	}
+	r.offer(0)
+	dr2.w(RegQueueNotify, 0)
+	if id, n := r.usedElem(4); r.usedIdx() != 5 || id != 0 || n != 1 {
+		t.Errorf("next request: used idx %d, elem %d/%d", r.usedIdx(), id, n)
+	}
+}
+
+// TestSetStateRefusesBadState: a state that does not fit the device or
+// guest memory leaves the device reset and says why.
+func TestSetStateRefusesBadState(t *testing.T) {
+	rec := &recorder{max: 8}
+	dr := newDriver(t, rec, &countIRQ{})
+	dr.start(0, 8)
+	good := dr.d.State()
+	for _, tc := range []struct {
+		name string
+		edit func(*MMIOState)
+		want string
+	}{
+		{"two queues", func(s *MMIOState) { s.Queues = append(s.Queues, s.Queues[0]) }, "2 queues"},
+		{"feature not offered", func(s *MMIOState) { s.DriverFeatures |= 1 << 40 }, "does not offer"},
+		{"ring outside RAM", func(s *MMIOState) { s.Queues[0].UsedAddr = 1 << 40 }, "outside RAM"},
+		{"queue over its maximum", func(s *MMIOState) { s.Queues[0].Size = 16 }, "exceeds the maximum"},
+		{"size not a power of 2", func(s *MMIOState) { s.Queues[0].Size = 6 }, "power of 2"},
+		{"positions on a queue not ready", func(s *MMIOState) { s.Queues[0].Ready, s.Queues[0].NextUsed = false, 1 }, "not ready"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good
+			s.Queues = append([]QueueState(nil), good.Queues...)
+			tc.edit(&s)
+			d := NewMMIODevice(&recorder{max: 8}, dr.m, nil, nil)
+			err := d.SetState(s)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("SetState: %v, want an error with %q", err, tc.want)
+			}
+			if d.Status() != 0 || d.State().Queues[0].Ready {
+				t.Errorf("after a refused state: status %#x, queue %+v; want reset", d.Status(), d.State().Queues[0])
+			}
+		})
+	}
+}

@@ -278,3 +278,42 @@ func visit(bufs [][]byte, off, n uint64, fn func([]byte) bool) {
 		}
 	}
 }
+
+// QueueState is what a snapshot keeps of a queue: the driver's set-up
+// and the device's two ring positions.
+type QueueState struct {
+	Size      uint16 `json:"size"`
+	DescAddr  uint64 `json:"desc_addr"`
+	AvailAddr uint64 `json:"avail_addr"`
+	UsedAddr  uint64 `json:"used_addr"`
+	Ready     bool   `json:"ready"`
+	LastAvail uint16 `json:"last_avail"`
+	NextUsed  uint16 `json:"next_used"`
+}
+
+// State returns the queue's state.
+func (q *Queue) State() QueueState {
+	return QueueState{Size: q.Size, DescAddr: q.DescAddr, AvailAddr: q.AvailAddr, UsedAddr: q.UsedAddr,
+		Ready: q.ready, LastAvail: q.lastAvail, NextUsed: q.nextUsed}
+}
+
+// SetState gives the queue s (from a snapshot: untrusted). A ready queue
+// is activated against mem first, with every check Activate makes; on
+// error the queue is left reset.
+func (q *Queue) SetState(s QueueState, mem Memory) error {
+	q.Reset()
+	q.Size, q.DescAddr, q.AvailAddr, q.UsedAddr = s.Size, s.DescAddr, s.AvailAddr, s.UsedAddr
+	if !s.Ready {
+		if s.LastAvail != 0 || s.NextUsed != 0 {
+			q.Reset()
+			return queueErrorf("queue not ready but at ring positions %d/%d", s.LastAvail, s.NextUsed)
+		}
+		return nil
+	}
+	if err := q.Activate(mem); err != nil {
+		q.Reset()
+		return err
+	}
+	q.lastAvail, q.nextUsed = s.LastAvail, s.NextUsed
+	return nil
+}

@@ -104,6 +104,13 @@ type Config struct {
 	// (e.g. a writer onto t.Log).
 	Log io.Writer
 
+	// NoNudge turns off the host's nudges: a byte sent to L1's results
+	// port every NudgeInterval, whose receive interrupt makes QEMU TCG
+	// re-evaluate L1's local APIC and deliver a timer interrupt it had
+	// left pending for good (docs/rig.md, "L1 sometimes freezes"). For
+	// studying freezes only.
+	NoNudge bool
+
 	// freezeGrace replaces the constant freezeGrace when non-zero (tests).
 	freezeGrace time.Duration
 }
@@ -550,9 +557,23 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 	if err != nil {
 		return fmt.Errorf("rig: %w", err)
 	}
+	var stdin io.WriteCloser
+	if !cfg.NoNudge {
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return fmt.Errorf("rig: %w", err)
+		}
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("rig: start %s: %w", cfg.QEMU, err)
+	}
+	// Nudges start once L1 said HELLO: its init has made ttyS1 raw, no
+	// echo, by then (before, the tty would echo them into the results).
+	hello := make(chan struct{})
+	if stdin != nil {
+		stopNudge := make(chan struct{})
+		defer close(stopNudge)
+		go nudge(stdin, hello, stopNudge)
 	}
 	var killOnce sync.Once
 	kill := func() { killOnce.Do(func() { _ = cmd.Process.Kill() }) }
@@ -576,7 +597,7 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		var doneOnce sync.Once
+		var doneOnce, helloOnce sync.Once
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(rlog, line)
@@ -584,6 +605,9 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 				fmt.Fprintln(cfg.Log, line)
 			}
 			p.line(line, time.Now())
+			if res.Hello > 0 {
+				helloOnce.Do(func() { close(hello) })
+			}
 			if p.cur != nil && timeouts[p.cur.Name] > 0 {
 				frozenCmd.Store(p.cur.Name)
 				frozenAt.Store(p.begun.Add(timeouts[p.cur.Name] + graceAfter).UnixNano())
@@ -646,6 +670,37 @@ func run(ctx context.Context, cfg *Config, initrd, nonce string, res *Result) er
 		err = frozenError{err}
 	}
 	return err
+}
+
+// NudgeInterval is how often the host sends L1 a byte on its results port
+// (see Config.NoNudge).
+const NudgeInterval = 200 * time.Millisecond
+
+// nudge writes a NUL byte to w (QEMU's stdin, L1's ttyS1: raw, no echo,
+// never read) every NudgeInterval from when start is closed until stop is
+// closed or a write fails (QEMU gone), then closes w. The receive
+// interrupt is the point, not the byte: it makes QEMU TCG look at L1's
+// local APIC again and deliver the timer interrupt it had left pending
+// while L1 ran a guest (docs/rig.md).
+func nudge(w io.WriteCloser, start, stop <-chan struct{}) {
+	defer w.Close()
+	select {
+	case <-start:
+	case <-stop:
+		return
+	}
+	t := time.NewTicker(NudgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if _, err := w.Write([]byte{0}); err != nil {
+				return
+			}
+		}
+	}
 }
 
 // verdict turns a finished run into Run's error.

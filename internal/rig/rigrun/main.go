@@ -52,6 +52,7 @@ func run() int {
 	cpu := fs.String("cpu", rig.DefaultCPU, "QEMU -cpu model of L1 (it needs svm and npt)")
 	cmdline := fs.String("cmdline", rig.DefaultCmdline, "L1 kernel command line")
 	workDir := fs.String("workdir", "", "keep the run's logs (console.log, results.log, qemu.log) in this directory")
+	noNudge := fs.Bool("no-nudge", false, "do not nudge L1 with a byte on its results port every 200 ms (for studying L1 freezes, docs/rig.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: rigrun [flags] 'shell command' ...\n\n")
 		fs.PrintDefaults()
@@ -67,7 +68,7 @@ func run() int {
 	cfg := rig.Config{
 		Kernel: a.L1Kernel, Modules: a.L1Modules, QEMU: a.QEMU,
 		Files: map[string]string{}, Timeout: *timeout, CPUs: *cpus, MemoryMiB: *mem,
-		WorkDir: *workDir, Monitor: *monitor, Cmdline: *cmdline, CPU: *cpu,
+		WorkDir: *workDir, Monitor: *monitor, Cmdline: *cmdline, CPU: *cpu, NoNudge: *noNudge,
 	}
 	for _, f := range files {
 		dst, src, ok := strings.Cut(f, "=")
