@@ -142,7 +142,7 @@ func Translate(bundleDir string, cfg *rootfs.Config, ann map[string]string) (*Bu
 	}
 	a := &AgentConfig{
 		Args: append([]string(nil), p.Args...), Env: env, Cwd: p.Cwd,
-		UID: p.User.UID, GID: p.User.GID, Hostname: cfg.Hostname,
+		UID: p.User.UID, GID: p.User.GID, Groups: append([]uint32(nil), p.User.AdditionalGids...), Hostname: cfg.Hostname,
 		Terminal: p.Terminal, Readonly: cfg.Root.Readonly,
 	}
 	for i, m := range cfg.Mounts {

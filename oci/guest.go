@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,16 @@ const (
 	GuestDir     = "/.microvm"
 	GuestBusybox = GuestDir + "/busybox"
 	GuestInit    = GuestDir + "/init"
+	GuestAsUser  = GuestDir + "/asuser"
 )
+
+// asUser is oci/asuser (asuser.c, built by make -C oci/asuser): a
+// freestanding x86-64 program that sets groups, gid and uid and execs the
+// rest of its arguments; the agent runs the workload through it when
+// process.user is not 0:0.
+//
+//go:embed asuser/asuser
+var asUser []byte
 
 // Guest control registers, reached through /dev/mem (the lean kernel has
 // no /dev/port): the exit status byte and the ready mark (images/initramfs
@@ -37,10 +47,6 @@ const (
 // the console carries the workload's output, and the agent as the first
 // process.
 const GuestCmdline = "loglevel=1 rdinit=" + GuestInit
-
-// ErrUnsupported is wrapped when config.json asks for something the guest
-// cannot do (the lean kernel has no multi-user support: uid/gid 0 only).
-var ErrUnsupported = errors.New("not supported in the guest")
 
 // shQuote quotes s for a POSIX shell.
 func shQuote(s string) string {
@@ -59,9 +65,6 @@ var rlimitFlags = map[int]string{6: "u", 7: "n", 11: "i", 12: "q", 13: "e", 14: 
 func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 	if len(a.Args) == 0 {
 		return nil, nil, errors.New("agent: no process args")
-	}
-	if a.UID != 0 || a.GID != 0 || len(a.Groups) > 0 {
-		return nil, nil, fmt.Errorf("process.user %d:%d: the guest kernel has no multi-user support (CONFIG_MULTIUSER off), only 0:0 runs: %w", a.UID, a.GID, ErrUnsupported)
 	}
 	var notes []string
 	var s strings.Builder
@@ -122,6 +125,17 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 	}
 	fmt.Fprintf(&s, "cd %s || exit 1\n", shQuote(cwd))
 	fmt.Fprintf(&s, "$B devmem %s 8 1\n", mmioReady)
+	if a.UID != 0 || a.GID != 0 || len(a.Groups) > 0 {
+		groups := "-"
+		if len(a.Groups) > 0 {
+			g := make([]string, len(a.Groups))
+			for i, id := range a.Groups {
+				g[i] = fmt.Sprint(id)
+			}
+			groups = strings.Join(g, ",")
+		}
+		fmt.Fprintf(&s, "%s %d %d %s ", GuestAsUser, a.UID, a.GID, groups)
+	}
 	s.WriteString("$B env -i")
 	for _, e := range a.Env {
 		s.WriteString(" " + shQuote(e))
@@ -136,7 +150,8 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 
 // WriteGuestImage writes the guest's initramfs (an uncompressed cpio
 // archive) to w: the bundle's root file system as the guest root, the
-// static busybox at GuestBusybox and the agent script at GuestInit.
+// static busybox at GuestBusybox, the agent script at GuestInit and the
+// uid/gid switch at GuestAsUser.
 func WriteGuestImage(w io.Writer, rootfsDir string, busybox []byte, script []byte) error {
 	cw := initramfs.NewWriter(w)
 	seenDev := false
@@ -195,7 +210,7 @@ func WriteGuestImage(w io.Writer, rootfsDir string, busybox []byte, script []byt
 	for _, e := range []struct {
 		name string
 		data []byte
-	}{{GuestBusybox, busybox}, {GuestInit, script}} {
+	}{{GuestBusybox, busybox}, {GuestInit, script}, {GuestAsUser, asUser}} {
 		if e.name == GuestBusybox {
 			if err := cw.Dir(GuestDir[1:], 0o755); err != nil {
 				return err

@@ -116,6 +116,7 @@ func TestTranslate(t *testing.T) {
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue"},
 	}
 	c.Process.Rlimits = []rootfs.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}}
+	c.Process.User.AdditionalGids = []uint32{5, 27}
 	c.Linux = &rootfs.Linux{
 		Resources:  &rootfs.Resources{Memory: &rootfs.Memory{Limit: i64(300 << 20)}, CPU: &rootfs.CPU{Quota: i64(150000), Period: u64(100000)}},
 		Namespaces: []rootfs.Namespace{{Type: "network", Path: "/run/netns/x"}},
@@ -128,7 +129,7 @@ func TestTranslate(t *testing.T) {
 	if b.Rootfs != "/bundles/b/rootfs" {
 		t.Errorf("rootfs = %q", b.Rootfs)
 	}
-	if a.UID != 1000 || a.GID != 100 || a.Hostname != "box" || a.Cwd != "/" || len(a.Args) != 3 {
+	if a.UID != 1000 || a.GID != 100 || len(a.Groups) != 2 || a.Groups[1] != 27 || a.Hostname != "box" || a.Cwd != "/" || len(a.Args) != 3 {
 		t.Errorf("agent = %+v", a)
 	}
 	if lookupEnv(a.Env, "PATH") == "" || lookupEnv(a.Env, "HOME") != "/root" {

@@ -31,6 +31,27 @@ func busyboxBundle(t *testing.T, script string) string {
 	return dir
 }
 
+// editConfig rewrites the bundle's config.json through edit.
+func editConfig(t *testing.T, bundle string, edit func(map[string]any)) {
+	t.Helper()
+	p := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	edit(c)
+	if b, err = json.Marshal(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // ociState returns `microvm oci state ID`'s status and pid.
 func ociState(t *testing.T, bin, root, id string) (string, int) {
 	t.Helper()
@@ -136,6 +157,26 @@ func TestOCILifecycleVM(t *testing.T) {
 	t.Logf("run: launch to exit %v", time.Since(t0))
 	if ents, _ := os.ReadDir(root); len(ents) != 0 {
 		t.Errorf("state left after run: %v", ents)
+	}
+
+	// process.user and a Go workload: the workload runs as 1000:1001 with
+	// supplementary group 5 (oci/asuser), and a static Go program — the
+	// microvm binary itself, whose os.Open needs epoll from the guest
+	// kernel — runs to its end.
+	user := busyboxBundle(t, "echo ids-$(id -u)-$(id -g)-$(id -G | tr ' ' ,); /microvm ps --state-dir /tmp >/dev/null && echo go-ok")
+	self, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(user, "rootfs", "microvm"), self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	editConfig(t, user, func(c map[string]any) {
+		c["process"].(map[string]any)["user"] = map[string]any{"uid": 1000, "gid": 1001, "additionalGids": []int{5}}
+	})
+	code, stdout, errs = runBin(t, bin, "oci", "--root", root, "run", "--bundle", user, "c4")
+	if code != 0 || !strings.Contains(stdout, "ids-1000-1001-1001,5") || !strings.Contains(stdout, "go-ok") {
+		t.Errorf("run as 1000:1001 with a Go workload: status %d, want 0 with ids-1000-1001-1001,5 and go-ok; stdout:\n%s\nstderr:\n%s", code, stdout, errs)
 	}
 
 	// kill of a running container ends it: 128+SIGTERM.

@@ -39,8 +39,9 @@ type Process struct {
 
 // User is the uid/gid the process runs as.
 type User struct {
-	UID uint32 `json:"uid"`
-	GID uint32 `json:"gid"`
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 }
 
 // Capabilities are the process's capability sets.
