@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -368,6 +369,8 @@ func restoreVirtioConfig(cfg *Config, devs []VirtioState) error {
 	if len(cfg.Nets) > 0 && len(cfg.Nets) != len(nets) {
 		return fmt.Errorf("%w: snapshot has %d network devices, the configuration gives %d", ErrSnapshotCorrupt, len(nets), len(cfg.Nets))
 	}
+	// Copies: the caller's slices stay as they were.
+	cfg.Disks, cfg.Nets = slices.Clone(cfg.Disks), slices.Clone(cfg.Nets)
 	for i := range cfg.Disks {
 		cfg.Disks[i].ReadOnly = disks[i].ReadOnly // the guest was told
 	}
