@@ -33,6 +33,9 @@ const (
 //go:embed asuser/asuser
 var asUser []byte
 
+// maxGroups is how many supplementary groups asuser takes (MAXGROUPS).
+const maxGroups = 64
+
 // Guest control registers, reached through /dev/mem (the lean kernel has
 // no /dev/port): the exit status byte and the ready mark (images/initramfs
 // init.sh uses the same addresses).
@@ -125,6 +128,9 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 	}
 	fmt.Fprintf(&s, "cd %s || exit 1\n", shQuote(cwd))
 	fmt.Fprintf(&s, "$B devmem %s 8 1\n", mmioReady)
+	if len(a.Groups) > maxGroups {
+		return nil, nil, fmt.Errorf("process.user.additionalGids: %d groups, the agent sets at most %d", len(a.Groups), maxGroups)
+	}
 	if a.UID != 0 || a.GID != 0 || len(a.Groups) > 0 {
 		groups := "-"
 		if len(a.Groups) > 0 {

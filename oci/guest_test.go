@@ -105,3 +105,12 @@ func TestAsUser(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentScriptTooManyGroups: more groups than the switch takes is an
+// error at create, not a failure inside the VM.
+func TestAgentScriptTooManyGroups(t *testing.T) {
+	a := AgentConfig{Args: []string{"sh"}, Groups: make([]uint32, maxGroups+1)}
+	if _, _, err := AgentScript(&a); err == nil || !strings.Contains(err.Error(), "additionalGids") {
+		t.Errorf("%d groups: %v, want a refusal", maxGroups+1, err)
+	}
+}
