@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microvm/microvm/devices/virtio"
 	"github.com/microvm/microvm/images"
 	"github.com/microvm/microvm/images/guests"
 	"github.com/microvm/microvm/images/multiboot"
@@ -257,21 +256,8 @@ func (a *app) boot(cmd *cobra.Command, args []string, f *bootFlags) error {
 			}
 		}()
 	}
-	if f.restore != "" {
-		// The snapshot, not the flags, named the virtio devices.
-		for _, d := range m.VirtioDevices() {
-			switch d.Type {
-			case virtio.DeviceBlock:
-				f.sandbox.devices.Block = true
-			case virtio.DeviceNet:
-				f.sandbox.devices.Net = true
-			case virtio.DeviceRNG:
-				f.sandbox.devices.RNG = true
-			}
-		}
-	}
 	reserveProcs(cfg.CPUs) // before the seccomp filter: it may start threads
-	if err := a.sandboxLockdown(&f.sandbox); err != nil {
+	if err := a.sandboxLockdown(&f.sandbox, m); err != nil {
 		return err
 	}
 	filtered = f.sandbox.mode != sandbox.ModeOff

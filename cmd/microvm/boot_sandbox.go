@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microvm/microvm/devices/virtio"
 	"github.com/microvm/microvm/kvm"
 	"github.com/microvm/microvm/sandbox"
 	"github.com/microvm/microvm/vmm"
@@ -28,9 +29,8 @@ type sandboxFlags struct {
 	jailPids   int64
 	jailCgroup string
 
-	mode     sandbox.Mode    // parsed seccomp
-	devices  sandbox.Devices // the VM's virtio backends, for the filter
-	snapshot bool            // the VMM writes a snapshot after its run
+	mode     sandbox.Mode // parsed seccomp
+	snapshot bool         // the VMM writes a snapshot after its run
 }
 
 // addSandboxFlags registers the isolation flags on boot and documents them.
@@ -71,7 +71,6 @@ func (a *app) sandboxStart(ctx context.Context, cmd *cobra.Command, cfg *vmm.Con
 		// would confine the test itself. Tests that want one say so.
 		f.mode = sandbox.ModeOff
 	}
-	f.devices = sandbox.Devices{Block: len(cfg.Disks) > 0, Net: len(cfg.Nets) > 0, RNG: cfg.RNG, Snapshot: f.snapshot}
 	spec, err := sandbox.JailChild()
 	if err != nil {
 		return true, withCode(exitHost, err)
@@ -263,10 +262,23 @@ func (a *app) runJailed(ctx context.Context, jc sandbox.JailConfig) error {
 	return silentOrOK(ws.ExitStatus())
 }
 
-// sandboxLockdown installs the seccomp filter: after vmm.New (every file
-// and descriptor the VMM needs is open), before Run.
-func (a *app) sandboxLockdown(f *sandboxFlags) error {
-	if err := sandbox.InstallVMM(f.mode, f.devices); err != nil {
+// sandboxLockdown installs the seccomp filter: after vmm.New or
+// vmm.Restore (every file and descriptor the VMM needs is open), before
+// Run. The filter allows what m's virtio backends need — the devices the
+// flags asked for, or those a snapshot holds.
+func (a *app) sandboxLockdown(f *sandboxFlags, m *vmm.Machine) error {
+	devs := sandbox.Devices{Snapshot: f.snapshot}
+	for _, d := range m.VirtioDevices() {
+		switch d.Type {
+		case virtio.DeviceBlock:
+			devs.Block = true
+		case virtio.DeviceNet:
+			devs.Net = true
+		case virtio.DeviceRNG:
+			devs.RNG = true
+		}
+	}
+	if err := sandbox.InstallVMM(f.mode, devs); err != nil {
 		return withCode(exitHost, err)
 	}
 	return nil
