@@ -23,10 +23,12 @@ type Serial struct {
 	tx                                [1]byte // the byte being written, without an allocation
 }
 
-// COM1 placement.
+// COM1 and COM2 placement (the PC's legacy ports, which Linux probes).
 const (
 	COM1Base = 0x3f8
 	COM1IRQ  = 4
+	COM2Base = 0x2f8
+	COM2IRQ  = 3
 	// SerialSize is the number of ports a UART occupies.
 	SerialSize = 8
 )

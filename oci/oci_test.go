@@ -262,7 +262,7 @@ func TestCheckHost(t *testing.T) {
 // the VMM's contract says: wait on the fifo for start, then run (sleep).
 // It tests the state machine; the VM itself is tested in the rig.
 func shLauncher(t *testing.T) Launcher {
-	return func(st *State, b *Bundle, fifo string) (*os.Process, error) {
+	return func(st *State, b *Bundle, fifo string, _ CreateOptions) (*os.Process, error) {
 		cmd := exec.Command("/bin/sh", "-c", `read x < "$1"; exec sleep 30`, "sh", fifo)
 		if err := cmd.Start(); err != nil {
 			return nil, err
@@ -368,7 +368,7 @@ func TestForceDelete(t *testing.T) {
 // starts no process.
 func TestCreateLeavesNothing(t *testing.T) {
 	launched := 0
-	count := func(st *State, b *Bundle, fifo string) (*os.Process, error) {
+	count := func(st *State, b *Bundle, fifo string, _ CreateOptions) (*os.Process, error) {
 		launched++
 		return nil, errors.New("launch refused by test")
 	}
@@ -377,23 +377,30 @@ func TestCreateLeavesNothing(t *testing.T) {
 	pvm.HostKind = func() vmm.HostKind { return vmm.HostPVM }
 	nokvm := *r
 	nokvm.DevKVM = filepath.Join(t.TempDir(), "none")
+	tty := baseConfig()
+	tty.Process.Terminal = true
+	ttyBundle := writeBundle(t, tty)
 	for _, tc := range []struct {
 		name   string
 		r      *Runtime
 		id     string
 		bundle string
+		opts   CreateOptions
 		want   error
+		msg    string
 	}{
-		{"kvm_pvm", &pvm, "a", bundle, ErrHost},
-		{"no /dev/kvm", &nokvm, "a", bundle, ErrHost},
-		{"bad id", r, "../x", bundle, nil},
-		{"no bundle", r, "a", t.TempDir(), nil},
-		{"launch fails", r, "a", bundle, nil},
+		{"kvm_pvm", &pvm, "a", bundle, CreateOptions{}, ErrHost, "kvm_pvm"},
+		{"no /dev/kvm", &nokvm, "a", bundle, CreateOptions{}, ErrHost, ""},
+		{"bad id", r, "../x", bundle, CreateOptions{}, nil, "invalid container id"},
+		{"no bundle", r, "a", t.TempDir(), CreateOptions{}, nil, "config.json"},
+		{"console socket without a terminal", r, "a", bundle, CreateOptions{ConsoleSocket: "/tmp/s"}, nil, "process.terminal is false"},
+		{"terminal without a console socket", r, "a", ttyBundle, CreateOptions{}, nil, "needs --console-socket"},
+		{"launch fails", r, "a", bundle, CreateOptions{}, nil, "launch refused"},
 	} {
 		start := time.Now()
-		_, err := tc.r.Create(tc.id, tc.bundle, CreateOptions{})
-		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
-			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		_, err := tc.r.Create(tc.id, tc.bundle, tc.opts)
+		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: err = %v, want %v with %q", tc.name, err, tc.want, tc.msg)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("%s: took %v", tc.name, d)

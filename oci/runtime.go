@@ -14,9 +14,10 @@ import (
 
 // Launcher starts the VMM process of a created container: the process
 // builds the VM and waits on fifo for start before the VM's first
-// instruction. It returns the started process, whose exit is the
-// container's.
-type Launcher func(st *State, b *Bundle, fifo string) (*os.Process, error)
+// instruction. Its stdio is the container's: create's own, or with
+// opts.ConsoleSocket a new terminal (OpenConsole). It returns the started
+// process, whose exit is the container's.
+type Launcher func(st *State, b *Bundle, fifo string, opts CreateOptions) (*os.Process, error)
 
 // Runtime runs the OCI lifecycle over a state directory.
 type Runtime struct {
@@ -34,6 +35,19 @@ type CreateOptions struct {
 	PidFile       string
 	ConsoleSocket string
 	PreserveFDs   int
+	// Foreground is run's (without --detach): the container's terminal,
+	// when config.json asks for one, may be create's own stdio.
+	Foreground bool
+}
+
+// ForwardedSignals are the signals the VMM process of a running container
+// passes on to its workload (and that run passes on to the container):
+// every catchable one whose default action ends or continues a process,
+// and SIGWINCH. SIGKILL ends the VMM, and the VM with it; SIGSTOP and the
+// terminal stops pause the VMM, and the VM with it.
+var ForwardedSignals = []unix.Signal{
+	unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
+	unix.SIGALRM, unix.SIGTERM, unix.SIGCONT, unix.SIGWINCH,
 }
 
 // ErrNoLauncher is returned by create when the runtime has no VM launcher.
@@ -55,6 +69,12 @@ func (r *Runtime) Create(id, bundleDir string, opts CreateOptions) (*State, erro
 	}
 	if opts.PreserveFDs < 0 {
 		return nil, fmt.Errorf("--preserve-fds %d is negative", opts.PreserveFDs)
+	}
+	switch {
+	case opts.ConsoleSocket != "" && !b.Agent.Terminal:
+		return nil, errors.New("--console-socket given, but process.terminal is false")
+	case b.Agent.Terminal && opts.ConsoleSocket == "" && !opts.Foreground:
+		return nil, errors.New("process.terminal is true: create needs --console-socket to hand the terminal to")
 	}
 	dev := r.DevKVM
 	if dev == "" {
@@ -85,7 +105,7 @@ func (r *Runtime) Create(id, bundleDir string, opts CreateOptions) (*State, erro
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		return fail(fmt.Errorf("start fifo: %w", err))
 	}
-	p, err := r.Launch(st, b, fifo)
+	p, err := r.Launch(st, b, fifo, opts)
 	if err != nil {
 		return fail(fmt.Errorf("launch VM: %w", err))
 	}

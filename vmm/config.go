@@ -71,6 +71,11 @@ type Config struct {
 	Nets              []NetConfig
 	RNG               bool
 	VirtioNoIOEventFD bool
+	// COM2 adds a second UART at 0x2f8, IRQ 3 (ttyS1 in a Linux guest):
+	// a channel into the guest apart from its console, fed through
+	// Machine.COM2 (microvm oci sends the workload's signals on it). What
+	// the guest writes there is discarded.
+	COM2 bool
 	// DebugExit adds QEMU's isa-debug-exit at port 0xf4: a write of v
 	// ends the VM with status (v<<1)|1 (devices.DebugExit).
 	DebugExit bool

@@ -47,6 +47,7 @@ type Machine struct {
 
 	bus     devices.Bus
 	serial  *devices.Serial
+	com2    *devices.Serial // nil unless Config.COM2
 	console *console
 	notes   []string
 
@@ -207,6 +208,17 @@ func (m *Machine) addDevices() error {
 		com1 = l
 	}
 	m.serial = devices.NewSerial(m.console, com1)
+	if m.cfg.COM2 {
+		var irq devices.IRQ
+		if m.irqchip {
+			l, err := m.newIRQLine(devices.COM2IRQ)
+			if err != nil {
+				return err
+			}
+			irq = l
+		}
+		m.com2 = devices.NewSerial(nil, irq)
+	}
 	ctl := devices.NewControl(0, 1, m.onExit, m.onReady)
 	mmioCtl := devices.NewControl(devices.ControlMMIOExit, devices.ControlMMIOReady, m.onExit, m.onReady)
 	i8042 := devices.NewI8042(m.onReset)
@@ -221,6 +233,9 @@ func (m *Machine) addDevices() error {
 		{devices.PIO, devices.ControlExitPort, 2, "control", ctl},
 		{devices.MMIO, devices.ControlMMIOBase, devices.ControlMMIOSize, "control-mmio", mmioCtl},
 		{devices.PIO, devices.I8042Base, devices.I8042Size, "i8042", i8042},
+	}
+	if m.com2 != nil {
+		list = append(list, placed{devices.PIO, devices.COM2Base, devices.SerialSize, "com2", m.com2})
 	}
 	qemu, err := m.qemuDevices() // vmm/guests.go
 	if err != nil {
@@ -323,6 +338,9 @@ func (m *Machine) Memory() *Memory { return m.mem }
 
 // Serial returns the COM1 UART, e.g. to feed it input with Enqueue.
 func (m *Machine) Serial() *devices.Serial { return m.serial }
+
+// COM2 returns the second UART (Config.COM2), or nil.
+func (m *Machine) COM2() *devices.Serial { return m.com2 }
 
 // Run starts every vCPU and waits until the guest ends, ctx is done or
 // Stop is called. It returns the result; an error means the host failed or

@@ -121,6 +121,7 @@ type SnapshotState struct {
 	MemSize        uint64       `json:"mem_size"`
 	Linux          bool         `json:"linux"`
 	DebugExit      bool         `json:"debug_exit,omitempty"`
+	COM2           bool         `json:"com2,omitempty"`
 	VCPUs          []VCPUState  `json:"vcpus"`
 	VM             VMState      `json:"vm"`
 	// Devices holds each device's state by name ("serial"); the device's

@@ -241,7 +241,12 @@ func (m *Machine) captureState() (*SnapshotState, error) {
 		return nil, err
 	}
 	st.Devices = map[string]json.RawMessage{"serial": serial}
-	st.DebugExit = m.cfg.DebugExit
+	if m.com2 != nil {
+		if st.Devices["com2"], err = json.Marshal(m.com2.State()); err != nil {
+			return nil, err
+		}
+	}
+	st.DebugExit, st.COM2 = m.cfg.DebugExit, m.cfg.COM2
 	if st.Virtio, err = m.virtioStates(); err != nil {
 		return nil, err
 	}
@@ -288,7 +293,7 @@ func Restore(dir string, cfg Config) (*Machine, error) {
 		return nil, err
 	}
 	cfg.MemoryBytes, cfg.CPUs = st.MemSize, len(st.VCPUs)
-	cfg.IRQChip, cfg.DebugExit = len(st.VM.IOAPIC) != 0, st.DebugExit
+	cfg.IRQChip, cfg.DebugExit, cfg.COM2 = len(st.VM.IOAPIC) != 0, st.DebugExit, st.COM2
 	cfg.Image, cfg.Format, cfg.PauseAtReady = nil, 0, false
 	cfg.restore = &snapshotSource{state: st, mem: mem}
 	return New(cfg)
@@ -329,12 +334,16 @@ func (m *Machine) restore(src *snapshotSource) error {
 	if err := m.vm.SetClock(&kvm.ClockData{Clock: st.VM.Clock}); err != nil {
 		return err
 	}
-	if raw, ok := st.Devices["serial"]; ok {
+	for name, dev := range map[string]*devices.Serial{"serial": m.serial, "com2": m.com2} {
+		raw, ok := st.Devices[name]
+		if !ok || dev == nil {
+			continue
+		}
 		var s devices.SerialState
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return fmt.Errorf("%w: serial state: %v", ErrSnapshotCorrupt, err)
+			return fmt.Errorf("%w: %s state: %v", ErrSnapshotCorrupt, name, err)
 		}
-		m.serial.SetState(s)
+		dev.SetState(s)
 	}
 	if err := m.restoreVirtio(st.Virtio); err != nil {
 		return err

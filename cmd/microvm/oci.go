@@ -133,10 +133,13 @@ func (g *ociGlobals) runCmd() *cobra.Command {
 		Args:    exactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			rt := g.runtime()
-			// As runc run: SIGTERM, SIGINT and SIGHUP go to the container.
-			sigs := make(chan os.Signal, 4)
-			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+			// As runc run: signals go to the container.
+			sigs := make(chan os.Signal, 16)
+			for _, s := range oci.ForwardedSignals {
+				signal.Notify(sigs, s)
+			}
 			defer signal.Stop(sigs)
+			opts.Foreground = !detach
 			st, err := rt.Create(args[0], bundle, opts)
 			if err != nil {
 				return g.report(err)

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/microvm/microvm/images/rootfs"
@@ -20,18 +21,22 @@ import (
 
 // The VMM of a container-VM is a `microvm oci --root ROOT shim ID` process
 // (hidden command): its pid is the container's. It builds the VM from the
-// bundle (the lean kernel, an initramfs holding the bundle's rootfs, a
-// static busybox and the agent), says "ok" on fd 3 — create returns only
+// bundle (the lean kernel; the bundle's rootfs as a read-only ext4 image
+// on virtio-blk, cached by content; an initramfs with a static busybox and
+// the agent; COM2 for signals), says "ok" on fd 3 — create returns only
 // then — and blocks on the start fifo before the VM's first instruction.
-// After start it runs the VM with the console on its stdout and exits with
-// the workload's status. SIGTERM, SIGINT and SIGHUP stop the VM (status
-// 128+signal, as a killed process's); SIGKILL kills the VMM and the VM with it.
+// After start it runs the VM with the console on its stdout (and, for a
+// terminal, its stdin on the console's input) and exits with the
+// workload's status. The signals of oci.ForwardedSignals go to the
+// workload (before start, one that ends a process ends the container with
+// 128+signal); SIGKILL kills the VMM and the VM with it.
 
-// ociLauncher is the runtime's Launcher: it starts the shim with this
-// process's stdio (the container's: conmon's pipes, or run's terminal) in
-// a session of its own, and waits for its verdict on the VM's build.
+// ociLauncher is the runtime's Launcher: it starts the shim in a session
+// of its own with this process's stdio (the container's: conmon's pipes,
+// or run's terminal), or with a new terminal for --console-socket, and
+// waits for its verdict on the VM's build.
 func (g *ociGlobals) ociLauncher() oci.Launcher {
-	return func(st *oci.State, b *oci.Bundle, fifo string) (*os.Process, error) {
+	return func(st *oci.State, b *oci.Bundle, fifo string, opts oci.CreateOptions) (*os.Process, error) {
 		self, err := os.Executable()
 		if err != nil {
 			return nil, err
@@ -43,6 +48,15 @@ func (g *ociGlobals) ociLauncher() oci.Launcher {
 		defer rd.Close()
 		cmd := exec.Command(self, "oci", "--root", g.root, "shim", st.ID)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if opts.ConsoleSocket != "" {
+			tty, err := oci.OpenConsole(opts.ConsoleSocket)
+			if err != nil {
+				wr.Close()
+				return nil, err
+			}
+			defer tty.Close()
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		}
 		cmd.ExtraFiles = []*os.File{wr}
 		// $MICROVM_READY_FD (microvm bench's ready pipe) moves to fd 4
 		// of the VMM, whose fd 3 is the build verdict.
@@ -118,21 +132,39 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	rootImage, err := rootfs.Ext4Image(b.Rootfs, oci.RootImageDir(os.Getenv))
+	if err != nil {
+		return 0, err
+	}
 	for _, n := range append(b.Notes, notes...) {
 		fmt.Fprintf(os.Stderr, "microvm oci: %s: %s\n", id, n)
+	}
+	// Signals wait for the agent's ready write: COM2's receiver is reset
+	// when the guest opens it, so what came before would be lost.
+	ready := make(chan struct{})
+	notify := readyNotifier()
+	onReady := func() {
+		if notify != nil {
+			notify()
+		}
+		close(ready)
 	}
 	m, err := vmm.New(vmm.Config{
 		Image: kernel, Initrd: initrd, MemoryBytes: uint64(b.Plan.MemoryMB) << 20, CPUs: b.Plan.CPUs,
 		AppendCmdline: oci.GuestCmdline, Console: os.Stdout, CPUIDCacheDir: vmm.RuntimeDir(),
 		KernelCacheDir: defaultKernelCache(),
-		OnReady:        readyNotifier(), // the agent's ready write: the workload starts
+		OnReady:        onReady, // the agent's ready write: its signal listener is up, the workload starts
+		Disks:          []vmm.DiskConfig{{Path: rootImage, ReadOnly: true}},
+		COM2:           true,
 	})
 	if err != nil {
 		return 0, err
 	}
 	defer m.Close()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	sigs := make(chan os.Signal, 16)
+	for _, s := range oci.ForwardedSignals {
+		signal.Notify(sigs, s)
+	}
 	defer signal.Stop(sigs)
 	if _, err := sync.WriteString("ok\n"); err != nil {
 		return 0, err
@@ -150,25 +182,45 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 		}
 		started <- err
 	}()
-	select {
-	case err := <-started:
-		if err != nil {
-			return 0, fmt.Errorf("start fifo: %w", err)
+	for waiting := true; waiting; {
+		select {
+		case err := <-started:
+			if err != nil {
+				return 0, fmt.Errorf("start fifo: %w", err)
+			}
+			waiting = false
+		case s := <-sigs:
+			if s != syscall.SIGCONT && s != syscall.SIGWINCH { // the two whose default is not to end
+				return 128 + int(s.(syscall.Signal)), nil
+			}
 		}
-	case s := <-sigs:
-		return 128 + int(s.(syscall.Signal)), nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var killedBy syscall.Signal
+	var killedBy atomic.Int32
 	go func() {
-		select {
-		case s := <-sigs:
-			killedBy = s.(syscall.Signal)
-			m.Stop()
-		case <-ctx.Done():
+		for {
+			select {
+			case s := <-sigs:
+				n := s.(syscall.Signal)
+				select {
+				case <-ready: // to the agent's listener on COM2 (oci.AgentScript)
+					m.COM2().Enqueue([]byte(fmt.Sprintf("%d\n", n)))
+				default: // no workload yet: the container ends, as a process would
+					if n != syscall.SIGCONT && n != syscall.SIGWINCH {
+						killedBy.Store(int32(n))
+						m.Stop()
+					}
+				}
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
+	if b.Agent.Terminal {
+		defer oci.RawTerminal(os.Stdin)()
+		go m.PumpInput(os.Stdin)
+	}
 	res, err := m.Run(ctx)
 	if err != nil {
 		return 0, err
@@ -179,8 +231,8 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 	case vmm.ReasonPowerOff, vmm.ReasonHalt, vmm.ReasonReset:
 		return 0, nil
 	case vmm.ReasonStopped:
-		if killedBy != 0 {
-			return 128 + int(killedBy), nil
+		if n := killedBy.Load(); n != 0 {
+			return 128 + int(n), nil
 		}
 	}
 	return 0, fmt.Errorf("container VM: %s", res.Summary())

@@ -2,15 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/microvm/microvm/images/rootfs"
+	"golang.org/x/sys/unix"
 )
 
 // busyboxBundle writes a busybox bundle whose process runs sh -c script.
@@ -160,7 +164,7 @@ func TestOCILifecycleVM(t *testing.T) {
 	}
 
 	// process.user and a Go workload: the workload runs as 1000:1001 with
-	// supplementary group 5 (oci/asuser), and a static Go program — the
+	// supplementary group 5 (oci/enter), and a static Go program — the
 	// microvm binary itself, whose os.Open needs epoll from the guest
 	// kernel — runs to its end.
 	user := busyboxBundle(t, "echo ids-$(id -u)-$(id -g)-$(id -G | tr ' ' ,); /microvm ps --state-dir /tmp >/dev/null && echo go-ok")
@@ -205,5 +209,220 @@ func TestOCILifecycleVM(t *testing.T) {
 	}
 	if code, _, errs := runBin(t, bin, "oci", "--root", root, "delete", "c3"); code != 0 {
 		t.Errorf("delete c3: %d %s", code, errs)
+	}
+}
+
+// needOCIVM skips unless this host can run container-VMs through the
+// binary (a usable /dev/kvm, MICROVM_BIN, MICROVM_KERNEL_VMLINUX).
+func needOCIVM(t *testing.T) string {
+	t.Helper()
+	needKVM(t)
+	bin := os.Getenv("MICROVM_BIN")
+	if bin == "" {
+		t.Skip("SKIP: MICROVM_BIN is not set (make test builds bin/microvm and sets it)")
+	}
+	if os.Getenv("MICROVM_KERNEL_VMLINUX") == "" {
+		t.Skip("SKIP: MICROVM_KERNEL_VMLINUX is not set (make test builds the lean kernel)")
+	}
+	return bin
+}
+
+// waitFor polls cond every 50 ms until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestOCISignalsVM: kill's signal reaches the workload inside the VM (a
+// trap runs and sets the status), a signal the workload ignores leaves
+// the container running, and KILL ends it (the VMM with the VM).
+func TestOCISignalsVM(t *testing.T) {
+	bin := needOCIVM(t)
+	root := filepath.Join(t.TempDir(), "state")
+	console := filepath.Join(t.TempDir(), "console")
+
+	// USR1 to a trap: `run` exits with the trap's status.
+	trap := busyboxBundle(t, "trap 'echo got-usr1; exit 7' USR1; echo armed; while :; do sleep 1; done")
+	out, err := os.Create(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	run := exec.Command(bin, "oci", "--root", root, "run", "--bundle", trap, "s1")
+	run.Stdout, run.Stderr = out, out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	t.Cleanup(func() { runBin(t, bin, "oci", "--root", root, "delete", "--force", "s1") })
+	exited := false
+	if !waitFor(3*time.Minute, func() bool {
+		select {
+		case err := <-done:
+			done <- err
+			exited = true
+		default:
+		}
+		b, _ := os.ReadFile(console)
+		return exited || strings.Contains(string(b), "armed")
+	}) || exited {
+		b, _ := os.ReadFile(console)
+		t.Fatalf("the workload never armed its trap:\n%s", b)
+	}
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "kill", "s1", "USR1"); code != 0 {
+		t.Fatalf("kill s1 USR1: %d %s", code, errs)
+	}
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		b, _ := os.ReadFile(console)
+		if !errors.As(err, &ee) || ee.ExitCode() != 7 || !strings.Contains(string(b), "got-usr1") {
+			t.Errorf("after kill USR1: %v, want status 7 with got-usr1; console:\n%s", err, b)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run still waits a minute after kill USR1")
+	}
+
+	// TERM ignored by the workload: still running; KILL: stopped.
+	ignore := busyboxBundle(t, "trap '' TERM; echo ignoring; sleep 600")
+	create := exec.Command(bin, "oci", "--root", root, "create", "--bundle", ignore, "s2")
+	create.Stdout, create.Stderr = out, out
+	if err := create.Run(); err != nil {
+		t.Fatalf("create s2: %v", err)
+	}
+	t.Cleanup(func() { runBin(t, bin, "oci", "--root", root, "delete", "--force", "s2") })
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "start", "s2"); code != 0 {
+		t.Fatalf("start s2: %d %s", code, errs)
+	}
+	if !waitFor(3*time.Minute, func() bool { b, _ := os.ReadFile(console); return strings.Contains(string(b), "ignoring") }) {
+		t.Fatal("s2's workload never started")
+	}
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "kill", "s2", "TERM"); code != 0 {
+		t.Fatalf("kill s2 TERM: %d %s", code, errs)
+	}
+	time.Sleep(2 * time.Second)
+	if s, _ := ociState(t, bin, root, "s2"); s != "running" {
+		t.Errorf("2 s after a TERM the workload ignores: %q, want running", s)
+	}
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "kill", "s2", "KILL"); code != 0 {
+		t.Fatalf("kill s2 KILL: %d %s", code, errs)
+	}
+	if !waitFor(10*time.Second, func() bool { s, _ := ociState(t, bin, root, "s2"); return s == "stopped" }) {
+		t.Error("s2 still runs 10 s after KILL")
+	}
+}
+
+// receiveConsole listens on a unix socket as conmon does for
+// --console-socket and returns the path and the master it will receive.
+func receiveConsole(t *testing.T) (string, <-chan *os.File) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "console.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan *os.File, 1)
+	go func() {
+		defer close(ch)
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		oob := make([]byte, unix.CmsgSpace(4))
+		_, oobn, _, _, err := c.ReadMsgUnix(make([]byte, 256), oob)
+		if err != nil {
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 {
+			return
+		}
+		if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) == 1 {
+			ch <- os.NewFile(uintptr(fds[0]), "console-master")
+		}
+	}()
+	return sock, ch
+}
+
+// TestOCITerminalVM: process.terminal with --console-socket, as podman -t
+// drives it: the master reaches the socket, the workload has the VM's
+// console as its controlling terminal, reads what is typed on the master
+// (the guest's tty turns the \r into a line) and its output comes back.
+// The root is the bundle's ext4 image under an overlay: writable in the
+// VM, read-only when root.readonly says so.
+func TestOCITerminalVM(t *testing.T) {
+	bin := needOCIVM(t)
+	root := filepath.Join(t.TempDir(), "state")
+	bundle := busyboxBundle(t, "echo tty-$(tty); echo x >/etc/probe && echo root-writable; read line; echo got-$line; exit 5")
+	editConfig(t, bundle, func(c map[string]any) {
+		c["process"].(map[string]any)["terminal"] = true
+		c["root"].(map[string]any)["readonly"] = false
+	})
+	sock, masters := receiveConsole(t)
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "create", "--bundle", bundle, "c1"); code == 0 {
+		t.Errorf("create of a terminal container without --console-socket succeeded")
+	} else if !strings.Contains(errs, "console-socket") {
+		t.Errorf("create without --console-socket: %q, want it named", errs)
+	}
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "create", "--bundle", bundle, "--console-socket", sock, "t1"); code != 0 {
+		t.Fatalf("create t1: %d %s", code, errs)
+	}
+	t.Cleanup(func() { runBin(t, bin, "oci", "--root", root, "delete", "--force", "t1") })
+	var master *os.File
+	select {
+	case master = <-masters:
+	case <-time.After(10 * time.Second):
+	}
+	if master == nil {
+		t.Fatal("no terminal master reached the console socket")
+	}
+	defer master.Close()
+	var mu sync.Mutex
+	var got strings.Builder
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := master.Read(buf)
+			mu.Lock()
+			got.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	output := func() string { mu.Lock(); defer mu.Unlock(); return got.String() }
+	if code, _, errs := runBin(t, bin, "oci", "--root", root, "start", "t1"); code != 0 {
+		t.Fatalf("start t1: %d %s", code, errs)
+	}
+	if !waitFor(3*time.Minute, func() bool { return strings.Contains(output(), "root-writable") }) {
+		t.Fatalf("no output through the terminal:\n%q", output())
+	}
+	if o := output(); !strings.Contains(o, "tty-/dev/ttyS0") {
+		t.Errorf("the workload's terminal: %q, want tty-/dev/ttyS0", o)
+	}
+	if _, err := master.WriteString("typed\r"); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(time.Minute, func() bool { return strings.Contains(output(), "got-typed") }) {
+		t.Errorf("the typed line never reached the workload:\n%q", output())
+	}
+	if !waitFor(time.Minute, func() bool { s, _ := ociState(t, bin, root, "t1"); return s == "stopped" }) {
+		t.Error("t1 still runs a minute after its last line")
+	}
+
+	// root.readonly: the overlay is remounted read-only.
+	ro := busyboxBundle(t, "if echo x >/probe 2>/dev/null; then echo root-rw; else echo root-ro; fi")
+	editConfig(t, ro, func(c map[string]any) { c["root"].(map[string]any)["readonly"] = true })
+	code, stdout, errs := runBin(t, bin, "oci", "--root", root, "run", "--bundle", ro, "r1")
+	if code != 0 || !strings.Contains(stdout, "root-ro") {
+		t.Errorf("run with root.readonly: status %d, want 0 with root-ro; stdout:\n%s\nstderr:\n%s", code, stdout, errs)
 	}
 }

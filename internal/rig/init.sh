@@ -23,6 +23,8 @@
 /bin/busybox ln -sf /proc/self/fd /dev/fd # QEMU's -chardev path=/dev/fd/N
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mkdir -p /dev/pts # pseudo-terminals (microvm oci --console-socket)
+/bin/busybox mount -t devpts -o ptmxmode=0666 devpts /dev/pts
 /bin/busybox --install -s
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
 

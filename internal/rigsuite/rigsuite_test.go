@@ -49,6 +49,12 @@ func TestRigPackageTests(t *testing.T) {
 	for _, f := range files {
 		cfg.Files[path.Join("/src", f)] = filepath.Join(root, f)
 	}
+	// microvm oci builds each bundle's rootfs image with mke2fs.
+	if p, err := exec.LookPath("mke2fs"); err == nil {
+		if err := rig.AddBinary(cfg.Files, p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// L1 has no cc, Go toolchain, QEMU or container runtimes: of the bench
 	// paths, the two microvm ones must run there.
 	env := []string{"MICROVM_BIN=/bin/microvm", "MICROVM_CACHE=/rig/cache", "HOME=/rig/work", "MICROVM_BENCH_REQUIRE=vm,vm-proc"}
