@@ -18,13 +18,17 @@
 #   DONE <uptime>                   all commands ran; power-off follows
 # Kernel messages go to the console on ttyS0 and never reach ttyS1.
 
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /sbin /usr/bin /usr/sbin
+/bin/busybox mkdir -p /proc /sys /dev /tmp /var/tmp /run /root /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox ln -sf /proc/self/fd /dev/fd # QEMU's -chardev path=/dev/fd/N
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mkdir -p /dev/pts # pseudo-terminals (microvm oci --console-socket)
+# What a host's container tools take for granted: pseudo-terminals (microvm
+# oci --console-socket), /dev/shm (podman's locks), the cgroup2 hierarchy.
+/bin/busybox mkdir -p /dev/pts /dev/shm
 /bin/busybox mount -t devpts -o ptmxmode=0666 devpts /dev/pts
+/bin/busybox mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+/bin/busybox mkdir -p /sys/fs/cgroup && /bin/busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
 /bin/busybox --install -s
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
 

@@ -49,11 +49,18 @@ func TestRigPackageTests(t *testing.T) {
 	for _, f := range files {
 		cfg.Files[path.Join("/src", f)] = filepath.Join(root, f)
 	}
-	// microvm oci builds each bundle's rootfs image with mke2fs.
-	if p, err := exec.LookPath("mke2fs"); err == nil {
-		if err := rig.AddBinary(cfg.Files, p); err != nil {
-			t.Fatal(err)
+	// microvm oci builds each bundle's rootfs image with mke2fs; podman
+	// and its monitor conmon drive it in TestOCIPodmanVM (podman wants
+	// the host's signature policy to import an image).
+	for _, b := range []string{"mke2fs", "podman", "conmon"} {
+		if p, err := exec.LookPath(b); err == nil {
+			if err := rig.AddBinary(cfg.Files, p); err != nil {
+				t.Fatal(err)
+			}
 		}
+	}
+	if _, err := os.Stat("/etc/containers/policy.json"); err == nil {
+		cfg.Files["/etc/containers/policy.json"] = "/etc/containers/policy.json"
 	}
 	// L1 has no cc, Go toolchain, QEMU or container runtimes: of the bench
 	// paths, the two microvm ones must run there.
