@@ -11,10 +11,30 @@ import (
 	"strings"
 
 	"github.com/microvm/microvm/images/rootfs"
+	"github.com/microvm/microvm/vmm"
 )
 
 // KernelAnnotation names the guest kernel in config.json's annotations.
 const KernelAnnotation = "org.microvm.kernel"
+
+// RootfsAnnotation chooses how the bundle's rootfs reaches the guest:
+// RootfsImage (the default; $MICROVM_OCI_ROOTFS sets another default) or
+// RootfsShare.
+const RootfsAnnotation = "org.microvm.rootfs"
+
+// Rootfs modes.
+const (
+	// RootfsImage: a read-only ext4 image of the rootfs (cached by
+	// content) on virtio-blk, under an overlay whose writable layer is a
+	// tmpfs in the VM. Fast to boot, shared between containers of one
+	// image; the container's writes stay in the VM.
+	RootfsImage = "image"
+	// RootfsShare: the rootfs directory itself over virtio-9p, as runc
+	// has it: the container's writes land in the bundle's directory.
+	RootfsShare = "9p"
+	// rootTag is the 9p tag of a shared rootfs.
+	rootTag = "mvroot"
+)
 
 // Bundle is a loaded, checked OCI bundle.
 type Bundle struct {
@@ -24,22 +44,46 @@ type Bundle struct {
 	Agent  *AgentConfig   // what the guest agent applies
 	Plan   VMPlan         // the VM to build
 	Notes  []string       // what of config.json is not honoured, one line each
+	// Shares are the bind-mounted host directories, served to the guest
+	// over virtio-9p; Files are the bind-mounted host files, copied into
+	// the guest at create.
+	Shares []vmm.ShareConfig
+	Files  []GuestFile
 }
+
+// GuestFile is a host file copied into the guest's initramfs at Guest.
+type GuestFile struct {
+	Guest, Host string
+}
+
+// Limits of bind mounts: a VM has room for MaxVirtioDevices devices (the
+// rootfs image is one); a file bind is copied, so it must be small.
+const (
+	maxShares    = vmm.MaxVirtioDevices - 1
+	maxFileBind  = 1 << 20
+	guestFileDir = GuestDir + "/files"
+	// p9Options are the mount options of a share: 9P2000.L over virtio,
+	// permissions checked by the guest kernel (the server acts as root),
+	// no caching (the host directory is live), 256 KiB messages.
+	p9Options = "trans=virtio,version=9p2000.L,access=client,cache=none,msize=262144"
+)
 
 // AgentConfig is what the in-guest agent (init) applies before it execs
 // the workload. It travels to the guest as JSON.
 type AgentConfig struct {
-	Args     []string      `json:"args"`
-	Env      []string      `json:"env"`
-	Cwd      string        `json:"cwd"`
-	UID      uint32        `json:"uid"`
-	GID      uint32        `json:"gid"`
-	Groups   []uint32      `json:"groups,omitempty"`
-	Hostname string        `json:"hostname,omitempty"`
-	Terminal bool          `json:"terminal"`
-	Readonly bool          `json:"readonlyRoot"`
-	Mounts   []AgentMount  `json:"mounts"`
-	Rlimits  []AgentRlimit `json:"rlimits,omitempty"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	Cwd      string   `json:"cwd"`
+	UID      uint32   `json:"uid"`
+	GID      uint32   `json:"gid"`
+	Groups   []uint32 `json:"groups,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	Terminal bool     `json:"terminal"`
+	Readonly bool     `json:"readonlyRoot"`
+	// RootShare: the root is the 9p share rootTag, not the disk image.
+	RootShare bool          `json:"rootShare,omitempty"`
+	Mounts    []AgentMount  `json:"mounts"`
+	Rlimits   []AgentRlimit `json:"rlimits,omitempty"`
 }
 
 // AgentMount is one mount the agent makes inside the guest's root.
@@ -63,6 +107,7 @@ type VMPlan struct {
 	MemoryMB int
 	CPUs     int
 	Network  string // "none": the VM gets no network device
+	Rootfs   string // RootfsImage or RootfsShare
 }
 
 // rlimits maps the spec's rlimit names to Linux x86-64 RLIMIT_* numbers.
@@ -121,7 +166,73 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err := checkExecutable(b.Rootfs, b.Agent.Args[0], b.Agent.Env); err != nil {
 		return nil, fmt.Errorf("bundle %q: process.args[0]: %w", dir, err)
 	}
+	if b.Plan.Rootfs == "" {
+		b.Plan.Rootfs = RootfsImage
+		if env := os.Getenv("MICROVM_OCI_ROOTFS"); env != "" {
+			if env != RootfsImage && env != RootfsShare {
+				return nil, fmt.Errorf("MICROVM_OCI_ROOTFS=%q: want %q or %q", env, RootfsImage, RootfsShare)
+			}
+			b.Plan.Rootfs = env
+		}
+	}
+	if b.Plan.Rootfs == RootfsShare {
+		b.Shares = append(b.Shares, vmm.ShareConfig{Tag: rootTag, Path: b.Rootfs, ReadOnly: b.Agent.Readonly})
+	}
+	b.Agent.RootShare = b.Plan.Rootfs == RootfsShare
+	resolveBinds(b)
 	return b, nil
+}
+
+// resolveBinds turns the agent's bind mounts into what the guest can have:
+// a host directory becomes a virtio-9p share (Bundle.Shares, mount type
+// "9p"), a regular file up to 1 MiB a copy in the initramfs (Bundle.Files,
+// mount type "file"); anything else is skipped with a note. A relative
+// source is relative to the bundle, as runc has it.
+func resolveBinds(b *Bundle) {
+	kept := b.Agent.Mounts[:0]
+	for _, m := range b.Agent.Mounts {
+		if m.Type != "bind" {
+			kept = append(kept, m)
+			continue
+		}
+		src := m.Source
+		if !filepath.IsAbs(src) {
+			src = filepath.Join(b.Dir, src)
+		}
+		ro := hasOption(m.Flags, "ro")
+		var opts []string
+		for _, o := range m.Flags {
+			switch o {
+			case "ro", "nosuid", "nodev", "noexec":
+				opts = append(opts, o)
+			}
+		}
+		skip := func(why string) {
+			b.Notes = append(b.Notes, fmt.Sprintf("bind mount %s of %q: %s (skipped)", m.Target, m.Source, why))
+		}
+		fi, err := os.Stat(src)
+		switch {
+		case err != nil:
+			skip(err.Error())
+		case fi.IsDir():
+			if len(b.Shares) == maxShares {
+				skip(fmt.Sprintf("a VM takes at most %d shared directories", maxShares))
+				continue
+			}
+			tag := fmt.Sprintf("mvbind%d", len(b.Shares)) // after rootTag, if any
+			b.Shares = append(b.Shares, vmm.ShareConfig{Tag: tag, Path: src, ReadOnly: ro})
+			kept = append(kept, AgentMount{Target: m.Target, Type: "9p", Source: tag, Flags: append([]string{p9Options}, opts...)})
+		case fi.Mode().IsRegular() && fi.Size() <= maxFileBind:
+			g := fmt.Sprintf("%s/%d", guestFileDir, len(b.Files))
+			b.Files = append(b.Files, GuestFile{Guest: g, Host: src})
+			kept = append(kept, AgentMount{Target: m.Target, Type: "file", Source: g, Flags: opts})
+		case fi.Mode().IsRegular():
+			skip(fmt.Sprintf("a file bind is copied into the VM, and this one is over %d KiB", maxFileBind>>10))
+		default:
+			skip("only directories and regular files can be offered to the guest")
+		}
+	}
+	b.Agent.Mounts = kept
 }
 
 // Translate turns a validated config into the agent's configuration and the
@@ -151,7 +262,8 @@ func Translate(bundleDir string, cfg *rootfs.Config, ann map[string]string) (*Bu
 		case guestFS[t]:
 			a.Mounts = append(a.Mounts, AgentMount{Target: path.Clean(m.Destination), Type: t, Source: m.Source, Flags: m.Options})
 		case t == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind"):
-			b.Notes = append(b.Notes, fmt.Sprintf("mounts[%d] %s: bind mount of host path %q not offered to the guest (skipped)", i, m.Destination, m.Source))
+			// Resolved against the host by LoadBundle (resolveBinds).
+			a.Mounts = append(a.Mounts, AgentMount{Target: path.Clean(m.Destination), Type: "bind", Source: m.Source, Flags: m.Options})
 		default:
 			b.Notes = append(b.Notes, fmt.Sprintf("mounts[%d] %s: file system type %q not in the guest kernel (skipped)", i, m.Destination, t))
 		}
@@ -169,6 +281,12 @@ func Translate(bundleDir string, cfg *rootfs.Config, ann map[string]string) (*Bu
 	b.Agent = a
 	b.Plan = VMPlan{MemoryMB: defaultMemoryMB, CPUs: 1, Network: "none"}
 	b.Plan.Kernel = ann[KernelAnnotation]
+	switch r := ann[RootfsAnnotation]; r {
+	case "", RootfsImage, RootfsShare:
+		b.Plan.Rootfs = r
+	default:
+		return nil, fmt.Errorf("annotation %s: %q: want %q or %q", RootfsAnnotation, r, RootfsImage, RootfsShare)
+	}
 	if l := cfg.Linux; l != nil {
 		if r := l.Resources; r != nil {
 			if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/microvm/microvm/images/initramfs"
@@ -103,17 +104,31 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 		s.WriteString("$B stty -onlcr 2>/dev/null\n") // the workload's \n stays \n on the host
 	}
 	fmt.Fprintf(&s, "fail() { $B echo \"microvm-agent: $*\" >&2; $B devmem %s 8 %d; $B poweroff -f; }\n", mmioExit, AgentFailStatus)
-	fmt.Fprintf(&s, "$B mkdir -p %s %s $R\n", guestLower, guestRW)
-	fmt.Fprintf(&s, "$B mount -t ext4 -o ro %s %s || fail 'cannot mount the root image %s'\n", GuestRootDisk, guestLower, GuestRootDisk)
-	fmt.Fprintf(&s, "$B mount -t tmpfs -o mode=0755 tmpfs %s || fail 'cannot mount the tmpfs of the writable layer'\n", guestRW)
-	fmt.Fprintf(&s, "$B mkdir -p %s/upper %s/work\n", guestRW, guestRW)
-	fmt.Fprintf(&s, "$B mount -t overlay -o lowerdir=%s,upperdir=%s/upper,workdir=%s/work overlay $R || fail 'cannot mount the overlay root'\n", guestLower, guestRW, guestRW)
+	if a.RootShare {
+		// The bundle's rootfs directory itself, over virtio-9p.
+		fmt.Fprintf(&s, "$B mkdir -p $R\n$B mount -t 9p -o %s %s $R || fail 'cannot mount the shared root %s'\n", p9Options, rootTag, rootTag)
+	} else {
+		fmt.Fprintf(&s, "$B mkdir -p %s %s $R\n", guestLower, guestRW)
+		fmt.Fprintf(&s, "$B mount -t ext4 -o ro %s %s || fail 'cannot mount the root image %s'\n", GuestRootDisk, guestLower, GuestRootDisk)
+		fmt.Fprintf(&s, "$B mount -t tmpfs -o mode=0755 tmpfs %s || fail 'cannot mount the tmpfs of the writable layer'\n", guestRW)
+		fmt.Fprintf(&s, "$B mkdir -p %s/upper %s/work\n", guestRW, guestRW)
+		fmt.Fprintf(&s, "$B mount -t overlay -o lowerdir=%s,upperdir=%s/upper,workdir=%s/work overlay $R || fail 'cannot mount the overlay root'\n", guestLower, guestRW, guestRW)
+	}
 	// The guest kernel's device nodes: runc's tmpfs on /dev (populated by
 	// the runtime) has no counterpart here.
 	s.WriteString("$B mkdir -p $R/dev && $B mount -t devtmpfs devtmpfs $R/dev || fail 'cannot mount /dev'\n")
 	for _, m := range a.Mounts {
 		if m.Target == "/dev" && (m.Type == "devtmpfs" || m.Type == "tmpfs") {
 			continue // devtmpfs is there already
+		}
+		if m.Type == "file" { // a bind-mounted host file, copied in (resolveBinds)
+			t := shQuote(path.Join(R, path.Clean("/"+m.Target)))
+			fmt.Fprintf(&s, "$B mkdir -p \"$($B dirname %s)\"; [ -e %s ] || $B touch %s\n", t, t, t)
+			fmt.Fprintf(&s, "$B mount -o bind %s %s || $B echo %s >&2\n", shQuote(m.Source), t, shQuote("microvm-agent: bind "+m.Target+" failed"))
+			if hasOption(m.Flags, "ro") {
+				fmt.Fprintf(&s, "$B mount -o remount,bind,ro %s\n", t)
+			}
+			continue
 		}
 		var opts []string
 		for _, f := range m.Flags {
@@ -204,8 +219,9 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 
 // WriteGuestImage writes the guest's initramfs (an uncompressed cpio
 // archive) to w: a console node, the static busybox at GuestBusybox, the
-// agent script at GuestInit and enter at GuestEnter.
-func WriteGuestImage(w io.Writer, busybox []byte, script []byte) error {
+// agent script at GuestInit, enter at GuestEnter, and files (guest path →
+// bytes: the bind-mounted host files) under GuestDir/files.
+func WriteGuestImage(w io.Writer, busybox []byte, script []byte, files map[string][]byte) error {
 	cw := initramfs.NewWriter(w)
 	if err := cw.Dir("dev", 0o755); err != nil {
 		return err
@@ -225,6 +241,24 @@ func WriteGuestImage(w io.Writer, busybox []byte, script []byte) error {
 			return err
 		}
 	}
+	if len(files) > 0 {
+		if err := cw.Dir(guestFileDir[1:], 0o755); err != nil {
+			return err
+		}
+		names := make([]string, 0, len(files))
+		for n := range files {
+			if path.Dir(n) != guestFileDir {
+				return fmt.Errorf("guest file %s: not in %s", n, guestFileDir)
+			}
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if err := cw.File(n[1:], 0o644, files[n]); err != nil {
+				return err
+			}
+		}
+	}
 	return cw.Close()
 }
 
@@ -238,8 +272,19 @@ func GuestImage(b *Bundle, busyboxPath string) ([]byte, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	files := map[string][]byte{}
+	for _, f := range b.Files {
+		data, err := os.ReadFile(f.Host)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bind mount source: %w", err)
+		}
+		if len(data) > maxFileBind {
+			return nil, nil, fmt.Errorf("bind mount source %s: grew past %d KiB", f.Host, maxFileBind>>10)
+		}
+		files[f.Guest] = data
+	}
 	var buf bytes.Buffer
-	if err := WriteGuestImage(&buf, bb, script); err != nil {
+	if err := WriteGuestImage(&buf, bb, script, files); err != nil {
 		return nil, nil, err
 	}
 	return buf.Bytes(), notes, nil

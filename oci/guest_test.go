@@ -54,10 +54,10 @@ func TestAgentScriptEnter(t *testing.T) {
 // executable, and none of the bundle (its rootfs is the disk image).
 func TestGuestImage(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteGuestImage(&buf, []byte("busybox"), []byte("#!init")); err != nil {
+	if err := WriteGuestImage(&buf, []byte("busybox"), []byte("#!init"), map[string][]byte{guestFileDir + "/0": []byte("hosts-data")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{GuestBusybox, GuestInit, GuestEnter, "/dev/console"} {
+	for _, name := range []string{GuestBusybox, GuestInit, GuestEnter, "/dev/console", guestFileDir + "/0"} {
 		if !bytes.Contains(buf.Bytes(), []byte(name[1:]+"\x00")) {
 			t.Errorf("the guest image has no %s", name)
 		}

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -135,8 +136,8 @@ func TestTranslate(t *testing.T) {
 	if lookupEnv(a.Env, "PATH") == "" || lookupEnv(a.Env, "HOME") != "/root" {
 		t.Errorf("env = %q: want HOME kept and a default PATH", a.Env)
 	}
-	if len(a.Mounts) != 2 || a.Mounts[0].Type != "proc" || a.Mounts[1].Target != "/dev" {
-		t.Errorf("mounts = %+v: want proc and /dev tmpfs", a.Mounts)
+	if len(a.Mounts) != 3 || a.Mounts[0].Type != "proc" || a.Mounts[1].Target != "/dev" || a.Mounts[2].Type != "bind" {
+		t.Errorf("mounts = %+v: want proc, /dev tmpfs and the bind (resolved by LoadBundle)", a.Mounts)
 	}
 	if len(a.Rlimits) != 1 || a.Rlimits[0].Resource != 7 || a.Rlimits[0].Soft != 1024 {
 		t.Errorf("rlimits = %+v", a.Rlimits)
@@ -145,8 +146,8 @@ func TestTranslate(t *testing.T) {
 	if b.Plan != want {
 		t.Errorf("plan = %+v, want %+v", b.Plan, want)
 	}
-	if len(b.Notes) != 3 { // bind, mqueue, netns
-		t.Errorf("notes = %q, want 3", b.Notes)
+	if len(b.Notes) != 2 { // mqueue, netns
+		t.Errorf("notes = %q, want 2", b.Notes)
 	}
 
 	small := baseConfig()
@@ -154,6 +155,104 @@ func TestTranslate(t *testing.T) {
 	if b, err := Translate("/b", small, nil); err != nil || b.Plan.MemoryMB != minMemoryMB {
 		t.Errorf("1 MiB limit: plan %+v, err %v; want raised to %d", b.Plan, err, minMemoryMB)
 	}
+}
+
+// TestLoadBundleBinds: a bind of a host directory becomes a 9p share, of
+// a small file a copy; a missing source, a large file and a device are
+// skipped with a note. Relative sources are the bundle's.
+func TestLoadBundleBinds(t *testing.T) {
+	host := t.TempDir()
+	os.MkdirAll(filepath.Join(host, "data"), 0o755)
+	os.WriteFile(filepath.Join(host, "hosts"), []byte("127.0.0.1 box\n"), 0o644)
+	os.WriteFile(filepath.Join(host, "big"), make([]byte, maxFileBind+1), 0o644)
+	c := baseConfig()
+	c.Mounts = []rootfs.Mount{
+		{Destination: "/data", Type: "bind", Source: filepath.Join(host, "data"), Options: []string{"rbind", "ro", "nosuid"}},
+		{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(host, "hosts"), Options: []string{"bind"}},
+		{Destination: "/gone", Type: "bind", Source: filepath.Join(host, "nope"), Options: []string{"bind"}},
+		{Destination: "/big", Type: "bind", Source: filepath.Join(host, "big"), Options: []string{"bind"}},
+		{Destination: "/null", Type: "bind", Source: "/dev/null", Options: []string{"bind"}},
+		{Destination: "/rel", Source: "rootfs/bin", Options: []string{"rbind"}},
+	}
+	b, err := LoadBundle(writeBundle(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Shares) != 2 || b.Shares[0].Path != filepath.Join(host, "data") || !b.Shares[0].ReadOnly ||
+		b.Shares[1].Path != filepath.Join(b.Dir, "rootfs", "bin") || b.Shares[1].ReadOnly {
+		t.Errorf("shares = %+v: want data (ro) and the bundle's rootfs/bin", b.Shares)
+	}
+	if len(b.Files) != 1 || b.Files[0].Host != filepath.Join(host, "hosts") {
+		t.Errorf("files = %+v: want hosts", b.Files)
+	}
+	var got []string
+	for _, m := range b.Agent.Mounts {
+		got = append(got, m.Type+":"+m.Target+":"+m.Source+":"+strings.Join(m.Flags, ","))
+	}
+	want := []string{
+		"9p:/data:mvbind0:" + p9Options + ",ro,nosuid",
+		"file:/etc/hosts:" + guestFileDir + "/0:",
+		"9p:/rel:mvbind1:" + p9Options,
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("agent mounts:\n %q\nwant\n %q", got, want)
+	}
+	if len(b.Notes) != 3 {
+		t.Errorf("notes = %q: want the missing source, the big file and /dev/null", b.Notes)
+	}
+	s, _, err := AgentScript(b.Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		"$B mount -t '9p' -o '" + p9Options + ",ro,nosuid' 'mvbind0' '/.microvm/root/data'",
+		"$B mount -o bind '" + guestFileDir + "/0' '/.microvm/root/etc/hosts'",
+	} {
+		if !strings.Contains(string(s), w) {
+			t.Errorf("agent lacks %q:\n%s", w, s)
+		}
+	}
+	img, _, err := GuestImage(b, writeBusybox(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(img, []byte("127.0.0.1 box")) {
+		t.Error("the guest image lacks the copied file")
+	}
+}
+
+// TestRootfsMode: the annotation (or $MICROVM_OCI_ROOTFS) chooses the
+// image or the shared directory; a share puts the rootfs first among the
+// shares and the agent mounts it as the root.
+func TestRootfsMode(t *testing.T) {
+	if _, err := Translate("/b", baseConfig(), map[string]string{RootfsAnnotation: "nfs"}); err == nil || !strings.Contains(err.Error(), RootfsAnnotation) {
+		t.Errorf("a bad %s: %v", RootfsAnnotation, err)
+	}
+	bundle := writeBundle(t, baseConfig())
+	b, err := LoadBundle(bundle)
+	if err != nil || b.Plan.Rootfs != RootfsImage || len(b.Shares) != 0 || b.Agent.RootShare {
+		t.Fatalf("default: %+v, %v; want the image", b, err)
+	}
+	t.Setenv("MICROVM_OCI_ROOTFS", RootfsShare)
+	b, err = LoadBundle(bundle)
+	if err != nil || b.Plan.Rootfs != RootfsShare || len(b.Shares) != 1 || b.Shares[0].Path != b.Rootfs || !b.Agent.RootShare {
+		t.Fatalf("MICROVM_OCI_ROOTFS=9p: %+v, %v; want the rootfs shared", b, err)
+	}
+	s, _, _ := AgentScript(b.Agent)
+	if !strings.Contains(string(s), "mount -t 9p -o "+p9Options+" "+rootTag+" $R") || strings.Contains(string(s), "/dev/vda") {
+		t.Errorf("agent of a shared root:\n%s", s)
+	}
+	t.Setenv("MICROVM_OCI_ROOTFS", "tape")
+	if _, err := LoadBundle(bundle); err == nil {
+		t.Error("MICROVM_OCI_ROOTFS=tape accepted")
+	}
+}
+
+// writeBusybox writes a stand-in busybox file (GuestImage only reads it).
+func writeBusybox(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "busybox")
+	os.WriteFile(p, []byte("\x7fELF"), 0o755)
+	return p
 }
 
 func TestTranslateErrors(t *testing.T) {

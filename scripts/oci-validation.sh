@@ -5,9 +5,11 @@
 # of the KVM rig (docs/rig.md), test by test, the two runtimes interleaved.
 #
 #   scripts/oci-validation.sh [TEST ...]     (default: every program)
+#   MICROVM_OCI_ROOTFS=9p scripts/oci-validation.sh ...   (the rootfs shared, not an image)
 #
 # Needs: bin/microvm (make build), the lean kernel (make kernel), the rig's L1
-# kernel (make debian-kernel), runc. Writes $CACHE/runtime-tools/results.txt
+# kernel (make debian-kernel), runc, mke2fs (e2fsprogs: microvm oci's rootfs
+# images). Writes $CACHE/runtime-tools/results.txt
 # (one line per test and runtime: passed and failed TAP points, exit status)
 # and prints a markdown table; the raw TAP output of every run is in
 # $CACHE/runtime-tools/log.txt. docs/oci.md records the last run.
@@ -44,6 +46,7 @@ for f in bin/microvm "$CACHE/kernel/vmlinux"; do
 	[ -e "$f" ] || { echo "oci-validation: $f missing (make build kernel)" >&2; exit 2; }
 done
 runc=$(command -v runc) || { echo "oci-validation: runc not found (apt-get install runc)" >&2; exit 2; }
+mke2fs=$(command -v mke2fs) || { echo "oci-validation: mke2fs not found (apt-get install e2fsprogs)" >&2; exit 2; }
 
 cat >"$out/runc-nopivot" <<'EOF'
 #!/bin/sh
@@ -63,8 +66,8 @@ chmod +x "$out/runc-nopivot"
 # the whole output in the log (between markers).
 script=$out/run-in-l1.sh
 {
-	echo 'mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null || true'
 	echo 'export MICROVM=/bin/microvm MICROVM_KERNEL_VMLINUX=/guest/vmlinux MICROVM_CACHE=/rig/cache'
+	echo "export MICROVM_OCI_ROOTFS=${MICROVM_OCI_ROOTFS:-image}"
 	echo 'mkdir -p /rig/cache; cd /vt'
 	echo 'for t in '"${tests[*]}"'; do'
 	echo '  for r in runc microvm; do'
@@ -76,7 +79,7 @@ script=$out/run-in-l1.sh
 	echo 'done'
 } >"$script"
 
-args=(-bin "$runc" -memory 4096 -timeout 80m -workdir "$out/rig"
+args=(-bin "$runc" -bin "$mke2fs" -memory 4096 -timeout 80m -workdir "$out/rig"
 	-file /bin/microvm="$root/bin/microvm" -file /bin/microvm-oci="$root/scripts/microvm-oci"
 	-file /guest/vmlinux="$CACHE/kernel/vmlinux" -file /vt/runc-nopivot="$out/runc-nopivot"
 	-file /vt/runtimetest="$out/bin/runtimetest" -file /vt/rootfs-amd64.tar.gz="$out/rootfs-amd64.tar"

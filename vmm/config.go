@@ -64,12 +64,13 @@ type Config struct {
 	// CPUID on disk between processes (see cpuidcache.go): it saves a
 	// process that boots one VM about 0.3 ms.
 	CPUIDCacheDir string
-	// Disks, Nets and RNG add virtio-mmio devices (vmm/virtio.go);
+	// Disks, Nets, RNG and Shares add virtio-mmio devices (vmm/virtio.go);
 	// VirtioNoIOEventFD makes their queue notifications exit to user space
 	// even where KVM offers ioeventfd (for measurements).
 	Disks             []DiskConfig
 	Nets              []NetConfig
 	RNG               bool
+	Shares            []ShareConfig
 	VirtioNoIOEventFD bool
 	// COM2 adds a second UART at 0x2f8, IRQ 3 (ttyS1 in a Linux guest):
 	// a channel into the guest apart from its console, fed through

@@ -21,7 +21,7 @@ import (
 )
 
 // Placement of virtio-mmio devices: device i (disks first, then network
-// devices, then the entropy device, in Config order) has its register page
+// devices, then the entropy device, then the 9p shares, in Config order) has its register page
 // at VirtioMMIOBase + i*VirtioMMIOSize and interrupt GSI VirtioFirstGSI+i.
 const (
 	VirtioMMIOBase = 0xd0000000
@@ -55,11 +55,23 @@ type NetConfig struct {
 	MAC net.HardwareAddr
 }
 
+// ShareConfig is a virtio-9p device: a host directory the guest mounts
+// with `mount -t 9p -o trans=virtio,version=9p2000.L TAG DIR`. The guest
+// reaches nothing outside Path (devices/p9).
+type ShareConfig struct {
+	// Tag is the mount tag the guest names (1 to 31 bytes).
+	Tag string
+	// Path is the host directory.
+	Path string
+	// ReadOnly refuses every change with EROFS.
+	ReadOnly bool
+}
+
 // VirtioDevice describes one virtio-mmio device of a machine.
 type VirtioDevice struct {
 	// Name is "blk0", "net0", "rng0", ...
 	Name string `json:"name"`
-	// Type is the virtio device type (1 net, 2 blk, 4 rng).
+	// Type is the virtio device type (1 net, 2 blk, 4 rng, 9 9p).
 	Type virtio.DeviceID `json:"type"`
 	// Base and Size are the device's MMIO register page.
 	Base uint64 `json:"mmio_base"`
@@ -71,7 +83,8 @@ type VirtioDevice struct {
 	IOEventFD bool `json:"ioeventfd"`
 	// Stats are the transport's counters.
 	Stats virtio.Stats `json:"stats"`
-	// Device is the backend: *virtio.Blk, *virtio.Net or *virtio.RNG.
+	// Device is the backend: *virtio.Blk, *virtio.Net, *virtio.RNG or
+	// *virtio.P9.
 	Device virtio.Backend `json:"-"`
 }
 
@@ -92,7 +105,7 @@ type virtioDevice struct {
 // irqfds when there is an in-kernel irqchip, and starts their goroutines.
 func (m *Machine) addVirtio() error {
 	cfg := m.cfg
-	count := len(cfg.Disks) + len(cfg.Nets)
+	count := len(cfg.Disks) + len(cfg.Nets) + len(cfg.Shares)
 	if cfg.RNG {
 		count++
 	}
@@ -179,6 +192,15 @@ func (m *Machine) addVirtio() error {
 	}
 	if cfg.RNG {
 		if _, err := add("rng0", virtio.NewRNG(), nil); err != nil {
+			return err
+		}
+	}
+	for i, s := range cfg.Shares {
+		b, err := virtio.NewP9(s.Tag, s.Path, s.ReadOnly)
+		if err != nil {
+			return configErrorf("share %d: %v", i, err)
+		}
+		if _, err := add(fmt.Sprintf("9p%d", i), b, b); err != nil {
 			return err
 		}
 	}
@@ -322,6 +344,9 @@ func (m *Machine) virtioCmdline() string {
 func (m *Machine) virtioStates() ([]VirtioState, error) {
 	var out []VirtioState
 	nDisks := len(m.cfg.Disks)
+	if len(m.cfg.Shares) > 0 {
+		return nil, errors.New("a machine with 9p shares cannot be snapshotted (the server's open files are not saved)")
+	}
 	for i, vd := range m.virtio {
 		s := VirtioState{Name: vd.Name, Type: vd.Type, Transport: vd.dev.State()}
 		switch {

@@ -31,23 +31,31 @@ func (g *ociGlobals) runtime() *oci.Runtime {
 	return &oci.Runtime{Store: oci.Store{Root: g.root}, Launch: g.ociLauncher()}
 }
 
-// report logs err to --log (text or json, as runc does) and tags its status.
+// logLine appends one line to --log (text or json, as runc writes them);
+// it reports whether there is a log to write to.
+func (g *ociGlobals) logLine(level, msg string) bool {
+	if g.log == "" {
+		return false
+	}
+	if f, err := os.OpenFile(g.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+		now := time.Now().UTC().Format(time.RFC3339Nano)
+		if g.logFormat == "json" {
+			b, _ := json.Marshal(map[string]string{"level": level, "msg": msg, "time": now})
+			fmt.Fprintf(f, "%s\n", b)
+		} else {
+			fmt.Fprintf(f, "time=%q level=%s msg=%q\n", now, level, msg)
+		}
+		f.Close()
+	}
+	return true
+}
+
+// report logs err to --log and tags its status.
 func (g *ociGlobals) report(err error) error {
 	if err == nil {
 		return nil
 	}
-	if g.log != "" {
-		if f, ferr := os.OpenFile(g.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); ferr == nil {
-			now := time.Now().UTC().Format(time.RFC3339Nano)
-			if g.logFormat == "json" {
-				b, _ := json.Marshal(map[string]string{"level": "error", "msg": err.Error(), "time": now})
-				fmt.Fprintf(f, "%s\n", b)
-			} else {
-				fmt.Fprintf(f, "time=%q level=error msg=%q\n", now, err.Error())
-			}
-			f.Close()
-		}
-	}
+	g.logLine("error", err.Error())
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return err

@@ -46,7 +46,7 @@ func (g *ociGlobals) ociLauncher() oci.Launcher {
 			return nil, err
 		}
 		defer rd.Close()
-		cmd := exec.Command(self, "oci", "--root", g.root, "shim", st.ID)
+		cmd := exec.Command(self, "oci", "--root", g.root, "--log", g.log, "--log-format", g.logFormat, "shim", st.ID)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		if opts.ConsoleSocket != "" {
 			tty, err := oci.OpenConsole(opts.ConsoleSocket)
@@ -132,12 +132,20 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	rootImage, err := rootfs.Ext4Image(b.Rootfs, oci.RootImageDir(os.Getenv))
-	if err != nil {
-		return 0, err
+	var disks []vmm.DiskConfig
+	if b.Plan.Rootfs == oci.RootfsImage {
+		img, err := rootfs.Ext4Image(b.Rootfs, oci.RootImageDir(os.Getenv))
+		if err != nil {
+			return 0, err
+		}
+		disks = []vmm.DiskConfig{{Path: img, ReadOnly: true}}
 	}
+	// What config.json asks and the VM does not do: to --log (as runc's
+	// warnings), else on stderr (the container's).
 	for _, n := range append(b.Notes, notes...) {
-		fmt.Fprintf(os.Stderr, "microvm oci: %s: %s\n", id, n)
+		if msg := fmt.Sprintf("%s: %s", id, n); !g.logLine("warning", msg) {
+			fmt.Fprintf(os.Stderr, "microvm oci: %s\n", msg)
+		}
 	}
 	// Signals wait for the agent's ready write: COM2's receiver is reset
 	// when the guest opens it, so what came before would be lost.
@@ -154,8 +162,9 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 		AppendCmdline: oci.GuestCmdline, Console: os.Stdout, CPUIDCacheDir: vmm.RuntimeDir(),
 		KernelCacheDir: defaultKernelCache(),
 		OnReady:        onReady, // the agent's ready write: its signal listener is up, the workload starts
-		Disks:          []vmm.DiskConfig{{Path: rootImage, ReadOnly: true}},
+		Disks:          disks,
 		COM2:           true,
+		Shares:         b.Shares,
 	})
 	if err != nil {
 		return 0, err

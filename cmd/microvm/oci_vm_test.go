@@ -426,3 +426,67 @@ func TestOCITerminalVM(t *testing.T) {
 		t.Errorf("run with root.readonly: status %d, want 0 with root-ro; stdout:\n%s\nstderr:\n%s", code, stdout, errs)
 	}
 }
+
+// TestOCIBindMountsVM: a bind-mounted host directory is live in the VM
+// over virtio-9p (the workload reads the host's file and its write lands on
+// the host), a read-only one refuses writes, and a bind-mounted host file
+// is there (copied at create).
+func TestOCIBindMountsVM(t *testing.T) {
+	bin := needOCIVM(t)
+	root := filepath.Join(t.TempDir(), "state")
+	host := t.TempDir()
+	for _, d := range []string{"rw", "ro"} {
+		if err := os.MkdirAll(filepath.Join(host, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(host, "rw", "in"), []byte("from-the-host\n"), 0o644)
+	os.WriteFile(filepath.Join(host, "ro", "keep"), []byte("kept\n"), 0o644)
+	os.WriteFile(filepath.Join(host, "hosts"), []byte("10.0.0.1 bound-file\n"), 0o644)
+	bundle := busyboxBundle(t, "cat /data/in; echo from-the-guest >/data/out && mkdir /data/sub && echo sub-ok >/data/sub/f; "+
+		"if echo x >/rodata/keep 2>/dev/null; then echo ro-writable; else echo ro-refused; fi; cat /rodata/keep; cat /etc/bound")
+	editConfig(t, bundle, func(c map[string]any) {
+		ms, _ := c["mounts"].([]any)
+		c["mounts"] = append(ms,
+			map[string]any{"destination": "/data", "type": "bind", "source": filepath.Join(host, "rw"), "options": []string{"rbind", "rw"}},
+			map[string]any{"destination": "/rodata", "type": "bind", "source": filepath.Join(host, "ro"), "options": []string{"rbind", "ro"}},
+			map[string]any{"destination": "/etc/bound", "type": "bind", "source": filepath.Join(host, "hosts"), "options": []string{"bind", "ro"}})
+	})
+	code, stdout, errs := runBin(t, bin, "oci", "--root", root, "run", "--bundle", bundle, "b1")
+	for _, w := range []string{"from-the-host", "ro-refused", "kept", "bound-file"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+	if code != 0 || t.Failed() {
+		t.Fatalf("run with bind mounts: status %d; stdout:\n%s\nstderr:\n%s", code, stdout, errs)
+	}
+	for f, want := range map[string]string{"rw/out": "from-the-guest\n", "rw/sub/f": "sub-ok\n", "ro/keep": "kept\n"} {
+		if b, err := os.ReadFile(filepath.Join(host, f)); err != nil || string(b) != want {
+			t.Errorf("host %s: %q, %v; want %q", f, b, err, want)
+		}
+	}
+}
+
+// TestOCISharedRootVM: with annotation org.microvm.rootfs=9p the rootfs
+// directory itself is the container's root over virtio-9p, as runc has
+// it: the workload runs from it and its write to / lands in the bundle.
+func TestOCISharedRootVM(t *testing.T) {
+	bin := needOCIVM(t)
+	root := filepath.Join(t.TempDir(), "state")
+	bundle := busyboxBundle(t, "echo shared >/written-by-guest && cat /etc/probe-in && echo $(hostname)-ok")
+	if err := os.WriteFile(filepath.Join(bundle, "rootfs", "etc", "probe-in"), []byte("host-file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	editConfig(t, bundle, func(c map[string]any) {
+		c["annotations"] = map[string]any{"org.microvm.rootfs": "9p"}
+		c["root"].(map[string]any)["readonly"] = false
+	})
+	code, stdout, errs := runBin(t, bin, "oci", "--root", root, "run", "--bundle", bundle, "r1")
+	if code != 0 || !strings.Contains(stdout, "host-file") || !strings.Contains(stdout, "microvm-ok") {
+		t.Fatalf("run with a shared root: status %d; stdout:\n%s\nstderr:\n%s", code, stdout, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs", "written-by-guest")); err != nil || string(b) != "shared\n" {
+		t.Errorf("the guest's write to / on the host: %q, %v", b, err)
+	}
+}

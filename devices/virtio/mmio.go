@@ -18,6 +18,7 @@ const (
 	DeviceNet   DeviceID = 1
 	DeviceBlock DeviceID = 2
 	DeviceRNG   DeviceID = 4
+	Device9P    DeviceID = 9
 )
 
 func (id DeviceID) String() string {
@@ -28,6 +29,8 @@ func (id DeviceID) String() string {
 		return "blk"
 	case DeviceRNG:
 		return "rng"
+	case Device9P:
+		return "9p"
 	}
 	return fmt.Sprintf("virtio-%d", uint32(id))
 }
