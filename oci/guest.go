@@ -168,15 +168,20 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 		fmt.Fprintf(&s, "ulimit -H%s %d 2>/dev/null; ulimit -S%s %d 2>/dev/null\n", f, r.Hard, f, r.Soft)
 	}
 	// Signals: the VMM writes "N\n" on COM2 for each signal N that kill
-	// sends it; the listener passes it to the workload, or, before the
-	// workload runs (no pid yet), ends the container with status 128+N.
-	// The tty is opened (its receiver reset) before the ready write, after
-	// which the VMM sends.
+	// sends it (those that came while the guest booted, once the agent is
+	// ready). The listener passes it to the workload: it waits (at most 5 s)
+	// for the workload's pid, and until that process has left the agent's
+	// own programs for the container's (exec), so that a signal sent at
+	// start finds the workload itself; after the workload ended it drops
+	// the signal. The tty is opened (its receiver reset) before the ready
+	// write, after which the VMM sends.
 	fmt.Fprintf(&s, "exec 3<%s\n$B stty raw -echo <&3 2>/dev/null\n", GuestSignalTTY)
 	fmt.Fprintf(&s, "(while read -r n; do case $n in *[!0-9]*|'') continue;; esac; "+
-		"if [ -s %[1]s ]; then $B kill -$n $($B cat %[1]s) 2>/dev/null; "+
-		"else $B devmem %[2]s 8 $((128+n)); $B poweroff -f; fi; done) <&3 >/dev/null 2>&1 &\nexec 3<&-\n",
-		guestPID, mmioExit)
+		"i=0; while [ ! -s %[1]s ] && [ $i -lt 250 ]; do $B usleep 20000; i=$((i+1)); done; "+
+		"p=$($B cat %[1]s 2>/dev/null); case $p in *[!0-9]*|'') continue;; esac; "+
+		"while [ $i -lt 250 ]; do case $($B readlink /proc/$p/exe) in %[2]s|%[3]s) $B usleep 20000; i=$((i+1));; *) break;; esac; done; "+
+		"$B kill -$n $p 2>/dev/null; done) <&3 >/dev/null 2>&1 &\nexec 3<&-\n",
+		guestPID, GuestBusybox, GuestEnter)
 	fmt.Fprintf(&s, "$B devmem %s 8 1\n", mmioReady)
 	// The workload: its pid noted for the listener, then (for a terminal)
 	// a session of its own with the console as controlling tty, the

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/microvm/microvm/images/rootfs"
@@ -22,14 +21,16 @@ import (
 // The VMM of a container-VM is a `microvm oci --root ROOT shim ID` process
 // (hidden command): its pid is the container's. It builds the VM from the
 // bundle (the lean kernel; the bundle's rootfs as a read-only ext4 image
-// on virtio-blk, cached by content; an initramfs with a static busybox and
-// the agent; COM2 for signals), says "ok" on fd 3 — create returns only
+// on virtio-blk, cached by content, or as a 9p share; the bind-mounted
+// directories as 9p shares; an initramfs with a static busybox, the agent
+// and the bind-mounted files; COM2 for signals), says "ok" on fd 3 — create returns only
 // then — and blocks on the start fifo before the VM's first instruction.
 // After start it runs the VM with the console on its stdout (and, for a
 // terminal, its stdin on the console's input) and exits with the
 // workload's status. The signals of oci.ForwardedSignals go to the
-// workload (before start, one that ends a process ends the container with
-// 128+signal); SIGKILL kills the VMM and the VM with it.
+// workload (held while the guest boots; before start, one that ends a
+// process ends the container with 128+signal); SIGKILL kills the VMM and
+// the VM with it.
 
 // ociLauncher is the runtime's Launcher: it starts the shim in a session
 // of its own with this process's stdio (the container's: conmon's pipes,
@@ -148,7 +149,8 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 		}
 	}
 	// Signals wait for the agent's ready write: COM2's receiver is reset
-	// when the guest opens it, so what came before would be lost.
+	// when the guest opens it, so what came before would be lost. Those
+	// that come while the guest boots are held until then.
 	ready := make(chan struct{})
 	notify := readyNotifier()
 	onReady := func() {
@@ -206,23 +208,21 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var killedBy atomic.Int32
 	go func() {
+		var held []byte
+		booting := ready
 		for {
 			select {
 			case s := <-sigs:
-				n := s.(syscall.Signal)
-				select {
-				case <-ready: // to the agent's listener on COM2 (oci.AgentScript)
-					m.COM2().Enqueue([]byte(fmt.Sprintf("%d\n", n)))
-				default: // no workload yet: the container ends, as a process would
-					if n != syscall.SIGCONT && n != syscall.SIGWINCH {
-						killedBy.Store(int32(n))
-						m.Stop()
-					}
-				}
+				held = fmt.Appendf(held, "%d\n", s.(syscall.Signal))
+			case <-booting:
+				booting = nil // the agent listens from now on
 			case <-ctx.Done():
 				return
+			}
+			if booting == nil && len(held) > 0 {
+				m.COM2().Enqueue(held) // to the agent's listener (oci.AgentScript)
+				held = held[:0]
 			}
 		}
 	}()
@@ -239,10 +239,6 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 		return int(res.Status & 0xff), nil
 	case vmm.ReasonPowerOff, vmm.ReasonHalt, vmm.ReasonReset:
 		return 0, nil
-	case vmm.ReasonStopped:
-		if n := killedBy.Load(); n != 0 {
-			return 128 + int(n), nil
-		}
 	}
 	return 0, fmt.Errorf("container VM: %s", res.Summary())
 }
