@@ -358,11 +358,12 @@ func TestCheckHost(t *testing.T) {
 }
 
 // shLauncher stands in for the VMM process with a real one that does what
-// the VMM's contract says: wait on the fifo for start, then run (sleep).
+// the VMM's contract says: wait on the fifo for start, make the ready mark,
+// then run (sleep).
 // It tests the state machine; the VM itself is tested in the rig.
 func shLauncher(t *testing.T) Launcher {
 	return func(st *State, b *Bundle, fifo string, _ CreateOptions) (*os.Process, error) {
-		cmd := exec.Command("/bin/sh", "-c", `read x < "$1"; exec sleep 30`, "sh", fifo)
+		cmd := exec.Command("/bin/sh", "-c", `read x < "$1"; : >"$2"; exec sleep 30`, "sh", fifo, filepath.Join(filepath.Dir(fifo), "ready"))
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}

@@ -183,8 +183,23 @@ func (r *Runtime) Start(id string) error {
 	}
 	os.Remove(r.Store.StartFIFO(id))
 	st.Status = StatusRunning
-	return r.Store.Save(st)
+	if err := r.Store.Save(st); err != nil {
+		return err
+	}
+	// As runc's start returns with the process exec'ing, this one returns
+	// once the guest's agent starts the workload (ReadyMark): a signal
+	// sent after start finds the workload, not a booting kernel. A VMM
+	// that ends first, or a guest slower than StartWait, ends the wait.
+	for deadline := time.Now().Add(StartWait); time.Now().Before(deadline) && alive(st); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(r.Store.ReadyMark(id)); err == nil {
+			break
+		}
+	}
+	return nil
 }
+
+// StartWait bounds how long start waits for the workload to start.
+const StartWait = 2 * time.Minute
 
 // Kill sends sig to a created or running container's VMM process, which
 // forwards it to the workload.

@@ -32,6 +32,10 @@ func (s *Store) dir(id string) string { return filepath.Join(s.Root, id) }
 // waits for start, inside its state directory.
 func (s *Store) StartFIFO(id string) string { return filepath.Join(s.dir(id), "start.fifo") }
 
+// ReadyMark is the file the VMM makes when the guest's agent starts the
+// workload; start waits for it.
+func (s *Store) ReadyMark(id string) string { return filepath.Join(s.dir(id), "ready") }
+
 // Reserve makes the state directory of a new container, failing with
 // ErrExist when the ID is taken. Mkdir is atomic: two creates of one ID
 // cannot both win.

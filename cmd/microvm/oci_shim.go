@@ -208,6 +208,13 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() { // start waits for this mark (oci.Runtime.Start)
+		select {
+		case <-ready:
+			os.WriteFile(store.ReadyMark(id), nil, 0o600)
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
 		var held []byte
 		booting := ready
