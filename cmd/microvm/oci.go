@@ -124,7 +124,7 @@ func (g *ociGlobals) createCmd() *cobra.Command {
 	f.StringVarP(&bundle, "bundle", "b", ".", "bundle `DIR` (holds config.json)")
 	f.StringVar(&opts.PidFile, "pid-file", "", "write the container's pid to `FILE`")
 	f.StringVar(&opts.ConsoleSocket, "console-socket", "", "unix `SOCKET` that receives the terminal's master fd")
-	f.IntVar(&opts.PreserveFDs, "preserve-fds", 0, "pass `N` more file descriptors (after stdio) to the container")
+	f.IntVar(&opts.PreserveFDs, "preserve-fds", 0, "accepted for runc compatibility: `N` descriptors cannot enter a VM (they stay unused)")
 	f.BoolVar(&noPivot, "no-pivot", false, "accepted for runc compatibility")
 	f.BoolVar(&noKeyring, "no-new-keyring", false, "accepted for runc compatibility")
 	return cmd
@@ -179,7 +179,7 @@ func (g *ociGlobals) runCmd() *cobra.Command {
 	f.StringVarP(&bundle, "bundle", "b", ".", "bundle `DIR` (holds config.json)")
 	f.StringVar(&opts.PidFile, "pid-file", "", "write the container's pid to `FILE`")
 	f.StringVar(&opts.ConsoleSocket, "console-socket", "", "unix `SOCKET` that receives the terminal's master fd")
-	f.IntVar(&opts.PreserveFDs, "preserve-fds", 0, "pass `N` more file descriptors to the container")
+	f.IntVar(&opts.PreserveFDs, "preserve-fds", 0, "accepted for runc compatibility: `N` descriptors cannot enter a VM (they stay unused)")
 	f.BoolVarP(&detach, "detach", "d", false, "return after start")
 	return cmd
 }
