@@ -81,9 +81,13 @@ type AgentConfig struct {
 	Terminal bool     `json:"terminal"`
 	Readonly bool     `json:"readonlyRoot"`
 	// RootShare: the root is the 9p share rootTag, not the disk image.
-	RootShare bool          `json:"rootShare,omitempty"`
-	Mounts    []AgentMount  `json:"mounts"`
-	Rlimits   []AgentRlimit `json:"rlimits,omitempty"`
+	RootShare bool         `json:"rootShare,omitempty"`
+	Mounts    []AgentMount `json:"mounts"`
+	// ReadonlyPaths are made read-only and MaskedPaths hidden inside the
+	// root (linux.readonlyPaths, linux.maskedPaths), as runc does.
+	ReadonlyPaths []string      `json:"readonlyPaths,omitempty"`
+	MaskedPaths   []string      `json:"maskedPaths,omitempty"`
+	Rlimits       []AgentRlimit `json:"rlimits,omitempty"`
 }
 
 // AgentMount is one mount the agent makes inside the guest's root.
@@ -277,6 +281,10 @@ func Translate(bundleDir string, cfg *rootfs.Config, ann map[string]string) (*Bu
 			return nil, fmt.Errorf("process.rlimits: %s soft %d above hard %d", r.Type, r.Soft, r.Hard)
 		}
 		a.Rlimits = append(a.Rlimits, AgentRlimit{Resource: n, Soft: r.Soft, Hard: r.Hard})
+	}
+	if cfg.Linux != nil {
+		a.ReadonlyPaths = append([]string(nil), cfg.Linux.ReadonlyPaths...)
+		a.MaskedPaths = append([]string(nil), cfg.Linux.MaskedPaths...)
 	}
 	b.Agent = a
 	b.Plan = VMPlan{MemoryMB: defaultMemoryMB, CPUs: 1, Network: "none"}

@@ -153,6 +153,17 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 		fmt.Fprintf(&s, "$B mount -t %s%s %s %s || $B echo %s >&2\n", shQuote(m.Type), o, shQuote(src), t,
 			shQuote("microvm-agent: mount "+m.Target+" failed"))
 	}
+	// As runc: read-only paths are bind-mounted on themselves read-only,
+	// masked directories get an empty read-only tmpfs and masked files
+	// /dev/null; a path that is not there is left alone.
+	for _, p := range a.ReadonlyPaths {
+		t := shQuote(path.Join(R, path.Clean("/"+p)))
+		fmt.Fprintf(&s, "[ -e %[1]s ] && $B mount -o bind %[1]s %[1]s && $B mount -o remount,bind,ro %[1]s\n", t)
+	}
+	for _, p := range a.MaskedPaths {
+		t := shQuote(path.Join(R, path.Clean("/"+p)))
+		fmt.Fprintf(&s, "if [ -d %[1]s ]; then $B mount -t tmpfs -o ro,size=0 tmpfs %[1]s; elif [ -e %[1]s ]; then $B mount -o bind /dev/null %[1]s; fi\n", t)
+	}
 	if a.Readonly {
 		s.WriteString("$B mount -o remount,ro $R || fail 'cannot make the root read-only'\n")
 	}

@@ -26,6 +26,9 @@ func TestAgentScriptEnter(t *testing.T) {
 		{"env", AgentConfig{Args: []string{"true"}, Env: []string{"A=b c"}}, []string{"$B env -i 'A=b c' " + GuestEnter}},
 		{"terminal", AgentConfig{Args: []string{"sh"}, Terminal: true}, []string{"$B setsid -c $B env -i", "'sh' </dev/ttyS0 >/dev/ttyS0 2>&1"}},
 		{"readonly", AgentConfig{Args: []string{"sh"}, Readonly: true}, []string{"mount -o remount,ro $R"}},
+		{"readonly and masked paths", AgentConfig{Args: []string{"sh"}, ReadonlyPaths: []string{"/proc/sys"}, MaskedPaths: []string{"/proc/kcore", "/sys/firmware"}},
+			[]string{"$B mount -o bind '/.microvm/root/proc/sys' '/.microvm/root/proc/sys' && $B mount -o remount,bind,ro '/.microvm/root/proc/sys'",
+				"if [ -d '/.microvm/root/proc/kcore' ]; then $B mount -t tmpfs -o ro,size=0 tmpfs '/.microvm/root/proc/kcore'; elif [ -e '/.microvm/root/proc/kcore' ]; then $B mount -o bind /dev/null '/.microvm/root/proc/kcore'; fi"}},
 		{"mounts inside the root", AgentConfig{Args: []string{"sh"}, Mounts: []AgentMount{{Target: "/proc", Type: "proc"}, {Target: "../../etc", Type: "tmpfs"}}},
 			[]string{"mount -t 'proc' 'proc' '/.microvm/root/proc'", "'/.microvm/root/etc'"}},
 	} {

@@ -119,8 +119,9 @@ func TestTranslate(t *testing.T) {
 	c.Process.Rlimits = []rootfs.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}}
 	c.Process.User.AdditionalGids = []uint32{5, 27}
 	c.Linux = &rootfs.Linux{
-		Resources:  &rootfs.Resources{Memory: &rootfs.Memory{Limit: i64(300 << 20)}, CPU: &rootfs.CPU{Quota: i64(150000), Period: u64(100000)}},
-		Namespaces: []rootfs.Namespace{{Type: "network", Path: "/run/netns/x"}},
+		Resources:   &rootfs.Resources{Memory: &rootfs.Memory{Limit: i64(300 << 20)}, CPU: &rootfs.CPU{Quota: i64(150000), Period: u64(100000)}},
+		Namespaces:  []rootfs.Namespace{{Type: "network", Path: "/run/netns/x"}},
+		MaskedPaths: []string{"/proc/kcore"}, ReadonlyPaths: []string{"/proc/sys"},
 	}
 	b, err := Translate("/bundles/b", c, map[string]string{KernelAnnotation: "/k/vmlinux"})
 	if err != nil {
@@ -138,6 +139,9 @@ func TestTranslate(t *testing.T) {
 	}
 	if len(a.Mounts) != 3 || a.Mounts[0].Type != "proc" || a.Mounts[1].Target != "/dev" || a.Mounts[2].Type != "bind" {
 		t.Errorf("mounts = %+v: want proc, /dev tmpfs and the bind (resolved by LoadBundle)", a.Mounts)
+	}
+	if len(a.MaskedPaths) != 1 || a.MaskedPaths[0] != "/proc/kcore" || len(a.ReadonlyPaths) != 1 || a.ReadonlyPaths[0] != "/proc/sys" {
+		t.Errorf("masked %q, read-only %q", a.MaskedPaths, a.ReadonlyPaths)
 	}
 	if len(a.Rlimits) != 1 || a.Rlimits[0].Resource != 7 || a.Rlimits[0].Soft != 1024 {
 		t.Errorf("rlimits = %+v", a.Rlimits)

@@ -471,19 +471,32 @@ func TestOCIBindMountsVM(t *testing.T) {
 // TestOCISharedRootVM: with annotation org.microvm.rootfs=9p the rootfs
 // directory itself is the container's root over virtio-9p, as runc has
 // it: the workload runs from it and its write to / lands in the bundle.
+// linux.readonlyPaths and maskedPaths apply inside it: /etc read-only,
+// /etc/secret reads empty.
 func TestOCISharedRootVM(t *testing.T) {
 	bin := needOCIVM(t)
 	root := filepath.Join(t.TempDir(), "state")
-	bundle := busyboxBundle(t, "echo shared >/written-by-guest && cat /etc/probe-in && echo $(hostname)-ok")
-	if err := os.WriteFile(filepath.Join(bundle, "rootfs", "etc", "probe-in"), []byte("host-file\n"), 0o644); err != nil {
-		t.Fatal(err)
+	bundle := busyboxBundle(t, "echo shared >/written-by-guest && cat /etc/probe-in && echo $(hostname)-ok; "+
+		"echo secret-[$(cat /etc/secret)]; if echo x >/etc/new 2>/dev/null; then echo etc-rw; else echo etc-ro; fi")
+	for name, data := range map[string]string{"probe-in": "host-file\n", "secret": "hidden\n"} {
+		if err := os.WriteFile(filepath.Join(bundle, "rootfs", "etc", name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	editConfig(t, bundle, func(c map[string]any) {
 		c["annotations"] = map[string]any{"org.microvm.rootfs": "9p"}
 		c["root"].(map[string]any)["readonly"] = false
+		l, _ := c["linux"].(map[string]any)
+		if l == nil {
+			l = map[string]any{}
+			c["linux"] = l
+		}
+		l["readonlyPaths"] = []string{"/etc"}
+		l["maskedPaths"] = []string{"/etc/secret", "/not/there"}
 	})
 	code, stdout, errs := runBin(t, bin, "oci", "--root", root, "run", "--bundle", bundle, "r1")
-	if code != 0 || !strings.Contains(stdout, "host-file") || !strings.Contains(stdout, "microvm-ok") {
+	if code != 0 || !strings.Contains(stdout, "host-file") || !strings.Contains(stdout, "microvm-ok") ||
+		!strings.Contains(stdout, "secret-[]") || !strings.Contains(stdout, "etc-ro") {
 		t.Fatalf("run with a shared root: status %d; stdout:\n%s\nstderr:\n%s", code, stdout, errs)
 	}
 	if b, err := os.ReadFile(filepath.Join(bundle, "rootfs", "written-by-guest")); err != nil || string(b) != "shared\n" {
