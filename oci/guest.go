@@ -186,7 +186,10 @@ func AgentScript(a *AgentConfig) ([]byte, []string, error) {
 	// start finds the workload itself; after the workload ended it drops
 	// the signal. The tty is opened (its receiver reset) before the ready
 	// write, after which the VMM sends.
-	fmt.Fprintf(&s, "exec 3<%s\n$B stty raw -echo <&3 2>/dev/null\n", GuestSignalTTY)
+	// `command exec`: a tty that cannot be opened (a kernel without the
+	// port) must not end the agent, as a special built-in's redirection
+	// error would.
+	fmt.Fprintf(&s, "command exec 3<%[1]s || $B echo 'microvm-agent: no signal channel on %[1]s' >&2\n$B stty raw -echo <&3 2>/dev/null\n", GuestSignalTTY)
 	fmt.Fprintf(&s, "(while read -r n; do case $n in *[!0-9]*|'') continue;; esac; "+
 		"i=0; while [ ! -s %[1]s ] && [ $i -lt 250 ]; do $B usleep 20000; i=$((i+1)); done; "+
 		"p=$($B cat %[1]s 2>/dev/null); case $p in *[!0-9]*|'') continue;; esac; "+
