@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // OpenConsole makes a container's terminal as runc does for
@@ -48,47 +49,11 @@ func openPTY() (master, slave *os.File, err error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := MakeRaw(s); err != nil {
+	if _, err := term.MakeRaw(int(s.Fd())); err != nil {
 		s.Close()
 		return fail(err)
 	}
 	return m, s, nil
-}
-
-// MakeRaw puts the terminal f in raw mode (cfmakeraw) and returns nil, or
-// the error of a file that is not a terminal.
-func MakeRaw(f *os.File) error {
-	_, err := makeRaw(f)
-	return err
-}
-
-// makeRaw puts f in raw mode and returns the settings it had.
-func makeRaw(f *os.File) (*unix.Termios, error) {
-	old, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	t := *old
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, &t); err != nil {
-		return nil, err
-	}
-	return old, nil
-}
-
-// RawTerminal puts f in raw mode when it is a terminal and returns the
-// function that restores it (a no-op for anything else).
-func RawTerminal(f *os.File) (restore func()) {
-	old, err := makeRaw(f)
-	if err != nil {
-		return func() {}
-	}
-	return func() { unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, old) }
 }
 
 // sendFD sends f over the unix stream socket at path, as runc's

@@ -16,6 +16,7 @@ import (
 	"github.com/microvm/microvm/oci"
 	"github.com/microvm/microvm/vmm"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 // The VMM of a container-VM is a `microvm oci --root ROOT shim ID` process
@@ -234,7 +235,13 @@ func (g *ociGlobals) shim(id string, sync *os.File) (int, error) {
 		}
 	}()
 	if b.Agent.Terminal {
-		defer oci.RawTerminal(os.Stdin)()
+		// A terminal of run's own is raw while the guest's tty does the
+		// line discipline (OpenConsole's slave is raw already).
+		if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
+			if old, err := term.MakeRaw(fd); err == nil {
+				defer term.Restore(fd, old)
+			}
+		}
 		go m.PumpInput(os.Stdin)
 	}
 	res, err := m.Run(ctx)
