@@ -79,14 +79,7 @@ func ociState(t *testing.T, bin, root, id string) (string, int) {
 // workload's status passed through, and the documented errors of start
 // twice, kill of a stopped container and delete of a running one.
 func TestOCILifecycleVM(t *testing.T) {
-	needKVM(t)
-	bin := os.Getenv("MICROVM_BIN")
-	if bin == "" {
-		t.Skip("SKIP: MICROVM_BIN is not set (make test builds bin/microvm and sets it)")
-	}
-	if os.Getenv("MICROVM_KERNEL_VMLINUX") == "" {
-		t.Skip("SKIP: MICROVM_KERNEL_VMLINUX is not set (make test builds the lean kernel)")
-	}
+	bin := needOCIVM(t)
 	root := filepath.Join(t.TempDir(), "state")
 	bundle := busyboxBundle(t, "echo hello-from-$(hostname); sleep 1; exit 3")
 	out, err := os.Create(filepath.Join(t.TempDir(), "console"))
