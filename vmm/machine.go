@@ -198,24 +198,25 @@ func (m *Machine) checkCPUs() error {
 	return nil
 }
 
+// uartIRQ is a UART's interrupt line: none without an in-kernel irqchip
+// (the guest then polls).
+func (m *Machine) uartIRQ(gsi uint32) (devices.IRQ, error) {
+	if !m.irqchip {
+		return nil, nil
+	}
+	return m.newIRQLine(gsi)
+}
+
 func (m *Machine) addDevices() error {
-	var com1 devices.IRQ
-	if m.irqchip {
-		l, err := m.newIRQLine(devices.COM1IRQ)
-		if err != nil {
-			return err
-		}
-		com1 = l
+	com1, err := m.uartIRQ(devices.COM1IRQ)
+	if err != nil {
+		return err
 	}
 	m.serial = devices.NewSerial(m.console, com1)
 	if m.cfg.COM2 {
-		var irq devices.IRQ
-		if m.irqchip {
-			l, err := m.newIRQLine(devices.COM2IRQ)
-			if err != nil {
-				return err
-			}
-			irq = l
+		irq, err := m.uartIRQ(devices.COM2IRQ)
+		if err != nil {
+			return err
 		}
 		m.com2 = devices.NewSerial(nil, irq)
 	}
